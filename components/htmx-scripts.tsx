@@ -1,0 +1,31 @@
+import { DEFAULT_ASSETS_PREFIX, HTMX_SCRIPTS } from '../lib/assets.js'
+import { FST_ERR_HTML_SSE_COMPONENT_PROPS } from '../lib/errors.js'
+
+/** Props of `<HtmxScripts>`. */
+export interface HtmxScriptsProps {
+  /** Which htmx line to load. @default 2 */
+  htmx?: 2 | 4
+  /** The plugin's `assetsPrefix`, if you changed it. @default '/fastify-html-sse/' */
+  prefix?: string
+}
+
+/**
+ * The `<script>` tags that load htmx and its SSE extension from the app itself
+ * (the plugin serves the installed, pinned files: no CDN needed).
+ *
+ * @example
+ * ```tsx
+ * <head><HtmxScripts htmx={4} /></head>
+ * ```
+ */
+export function HtmxScripts({ htmx = 2, prefix = DEFAULT_ASSETS_PREFIX }: HtmxScriptsProps = {}): JSX.Element {
+  const files = HTMX_SCRIPTS[htmx]
+  if (files === undefined) throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`htmx must be 2 or 4, got ${String(htmx)}`)
+  return (
+    <>
+      {files.map((file) => (
+        <script src={prefix + file}></script>
+      ))}
+    </>
+  )
+}

@@ -1,0 +1,58 @@
+import type { PropsWithChildren } from '@kitajs/html'
+import { FST_ERR_HTML_SSE_COMPONENT_PROPS } from '../lib/errors.js'
+
+/** Props of `<SseSource>`. Other attributes pass through to the element. */
+export type SseSourceProps = PropsWithChildren<
+  {
+    /** The event stream's URL. */
+    url: string
+    /**
+     * htmx 2: the event(s) swapped into this element (`sse-swap`).
+     * htmx 4 swaps only unnamed events, so this must stay `message` there.
+     * @default 'message'
+     */
+    swap?: string
+    /** Closes the connection when this event arrives (`sse-close` / `hx-sse:close`). */
+    close?: string
+    /** Which htmx line the page loads. @default 2 */
+    htmx?: 2 | 4
+  } & JSX.HtmlTag
+>
+
+/**
+ * An element connected to an event stream; htmx swaps events into it.
+ *
+ * - htmx 2 (with `htmx-ext-sse`): `hx-ext="sse"`, `sse-connect`, `sse-swap`, `sse-close`.
+ *   Named events swap through `sse-swap`; any event also triggers `sse:<event>` on children.
+ * - htmx 4 (with `hx-sse`): `hx-sse:connect`, `hx-sse:close`. Unnamed (`message`) events
+ *   swap; named events are dispatched as DOM events of that name.
+ *
+ * @example
+ * ```tsx
+ * <SseSource url="/events" swap="message" id="clock">waiting…</SseSource>
+ * ```
+ */
+export function SseSource(props: SseSourceProps): JSX.Element {
+  const { url, swap = 'message', close, htmx = 2, children, ...rest } = props
+  if (htmx === 4) {
+    if (swap !== 'message') {
+      throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(
+        `htmx 4 swaps only unnamed events: <SseSource htmx={4}> cannot swap "${swap}"; send it as "message" or listen for the "${swap}" DOM event`
+      )
+    }
+    const attrs: Record<string, string> = { 'hx-sse:connect': url }
+    if (close !== undefined) attrs['hx-sse:close'] = close
+    return (
+      <div {...attrs} {...rest}>
+        {children}
+      </div>
+    )
+  }
+  if (htmx !== 2) throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`htmx must be 2 or 4, got ${String(htmx)}`)
+  const ext = rest['hx-ext'] === undefined ? 'sse' : `${rest['hx-ext']}, sse`
+  return (
+    <div {...rest} hx-ext={ext} sse-connect={url} sse-swap={swap} sse-close={close}>
+      {children}
+    </div>
+  )
+}

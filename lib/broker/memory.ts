@@ -1,0 +1,89 @@
+/**
+ * The in-process broker: a ring of the last `replay` events and one sequence.
+ * Ids are `<epoch>-<n>`: `epoch` is the time the broker was made, so an id from
+ * before a restart is never mistaken for one of this run.
+ */
+import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, FST_ERR_HTML_SSE_OPTION_INVALID } from '../errors.js'
+import type { Broker, BrokerEvent, BrokerListener, BrokerReplay } from './types.js'
+import { parseId, withId } from './types.js'
+
+/** Options of `memoryBroker`. */
+export interface MemoryBrokerOptions {
+  /** How many recent events to keep for `Last-Event-ID` resume; 0 keeps none. @default 1000 */
+  replay?: number
+}
+
+/** Checks a `replay` option: a non-negative safe integer. */
+export function checkReplay(replay: unknown): number {
+  if (!Number.isSafeInteger(replay) || (replay as number) < 0) {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID('replay', `must be a non-negative safe integer, got ${String(replay)}`)
+  }
+  return replay as number
+}
+
+class MemoryBroker implements Broker {
+  readonly #epoch = Date.now()
+  readonly #size: number
+  readonly #ring: BrokerEvent[] = []
+  readonly #listeners = new Set<BrokerListener>()
+  #seq = 0
+  #closed = false
+
+  constructor(replay: number) {
+    this.#size = replay
+  }
+
+  publish(topic: string, body: string): Promise<string> {
+    if (this.#closed) return Promise.reject(new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE('it is closed'))
+    const n = ++this.#seq
+    const id = `${this.#epoch}-${n}`
+    const event: BrokerEvent = { id, topic, frame: withId(id, body) }
+    if (this.#size > 0) this.#ring[(n - 1) % this.#size] = event
+    for (const listener of this.#listeners) listener(event)
+    return Promise.resolve(id)
+  }
+
+  replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
+    const head = this.#seq === 0 ? null : `${this.#epoch}-${this.#seq}`
+    const parsed = parseId(lastId)
+    const oldest = Math.max(1, this.#seq - Math.min(this.#seq, this.#size) + 1)
+    if (parsed === null || parsed[0] !== this.#epoch || parsed[1] > this.#seq || parsed[1] < oldest - 1) {
+      return Promise.resolve({ found: false, head })
+    }
+    const events: BrokerEvent[] = []
+    const wanted = new Set(topics)
+    for (let n = parsed[1] + 1; n <= this.#seq; n++) {
+      const event = this.#ring[(n - 1) % this.#size] as BrokerEvent
+      if (wanted.has(event.topic)) events.push(event)
+    }
+    return Promise.resolve({ found: true, events })
+  }
+
+  listen(listener: BrokerListener): Promise<void> {
+    this.#listeners.add(listener)
+    return Promise.resolve()
+  }
+
+  unlisten(listener: BrokerListener): Promise<void> {
+    this.#listeners.delete(listener)
+    return Promise.resolve()
+  }
+
+  close(): Promise<void> {
+    this.#closed = true
+    this.#listeners.clear()
+    return Promise.resolve()
+  }
+}
+
+/**
+ * The default broker: one process, events kept in memory.
+ *
+ * @example
+ * ```ts
+ * await app.register(htmlSse, { broker: memoryBroker({ replay: 5000 }) })
+ * ```
+ */
+export function memoryBroker(options: MemoryBrokerOptions = {}): Broker {
+  return new MemoryBroker(checkReplay(options.replay ?? 1000))
+}

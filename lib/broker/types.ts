@@ -1,0 +1,77 @@
+/**
+ * The contract every broker implements: one ordered log of events that serves
+ * both live delivery and replay.
+ *
+ * - `publish(topic, body)` appends an event to the log. `body` is a complete SSE
+ *   frame without its `id:` line; the broker assigns the id and stores the frame
+ *   with it, so it is built once per publish.
+ * - Ids come from ONE increasing sequence across all topics. They are strings
+ *   `<a>-<b>` of two non-negative integers, ordered by `a` then `b`
+ *   (`compareIds`), as Redis Streams ids are. A sink on several topics therefore
+ *   resumes exactly from one `Last-Event-ID`.
+ * - `listen(listener)` delivers every event appended from then on, of every
+ *   topic, once, in id order, on every instance that shares the broker.
+ * - `replay(topics, lastId)` returns the events of `topics` after `lastId`, in
+ *   order, when `lastId` is still in the log (or is the newest id); otherwise it
+ *   says the id was not found and gives the newest id, so the caller can send a
+ *   `reset`. It may race live delivery: the hub drops what it has already sent
+ *   by comparing ids, so neither a gap nor a duplicate can follow.
+ * - `close()` stops delivery and releases what the broker created (never what it
+ *   was given).
+ */
+
+/** One event of the log. */
+export interface BrokerEvent {
+  /** Its place in the broker's sequence. */
+  readonly id: string
+  /** The topic it was published to. */
+  readonly topic: string
+  /** The complete frame, `id:` line included, as sent to every subscriber. */
+  readonly frame: Buffer
+}
+
+/** What `replay` found. */
+export type BrokerReplay =
+  | { readonly found: true; readonly events: readonly BrokerEvent[] }
+  | { readonly found: false; readonly head: string | null }
+
+/** Receives live events in id order. */
+export type BrokerListener = (event: BrokerEvent) => void
+
+/** A broker: where published events travel. See the module comment for the rules. */
+export interface Broker {
+  /** Appends an event; resolves to its id once it is in the log. */
+  publish(topic: string, body: string): Promise<string>
+  /** The events of `topics` after `lastId`, or `found: false` when `lastId` is unknown or expired. */
+  replay(topics: readonly string[], lastId: string): Promise<BrokerReplay>
+  /** Starts delivering live events to `listener`. */
+  listen(listener: BrokerListener): Promise<void>
+  /** Stops delivering to `listener`. */
+  unlisten(listener: BrokerListener): Promise<void>
+  /** Stops delivery and releases what the broker created. Idempotent. */
+  close(): Promise<void>
+}
+
+const ID = /^(0|[1-9]\d{0,15})-(0|[1-9]\d{0,15})$/
+
+/** Parses an id of the `<a>-<b>` form, or returns null for anything else. */
+export function parseId(id: string): [number, number] | null {
+  const m = ID.exec(id)
+  if (m === null) return null
+  const a = Number(m[1])
+  const b = Number(m[2])
+  return Number.isSafeInteger(a) && Number.isSafeInteger(b) ? [a, b] : null
+}
+
+/** Orders two well-formed ids: negative when `a` comes first. */
+export function compareIds(a: string, b: string): number {
+  const i = a.indexOf('-')
+  const j = b.indexOf('-')
+  const d = Number(a.slice(0, i)) - Number(b.slice(0, j))
+  return d !== 0 ? d : Number(a.slice(i + 1)) - Number(b.slice(j + 1))
+}
+
+/** Builds the stored frame: the id line, then the body. */
+export function withId(id: string, body: string): Buffer {
+  return Buffer.from(`id: ${id}\n${body}`)
+}

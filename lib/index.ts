@@ -1,0 +1,16 @@
+export { DEFAULT_ASSETS_PREFIX } from './assets.js'
+export { type MemoryBrokerOptions, memoryBroker } from './broker/memory.js'
+export type { Broker, BrokerEvent, BrokerListener, BrokerReplay } from './broker/types.js'
+export { compareIds } from './broker/types.js'
+export * from './errors.js'
+export { type Html, type SseMessageOptions, sseComment, sseMessage } from './frame.js'
+export type { SseStats } from './hub.js'
+export {
+  default,
+  fastifyHtmlSse,
+  type HtmlSseOptions,
+  type PublishOptions,
+  type SseHub,
+  type SseReplyOptions
+} from './plugin.js'
+export type { SseItem, SseSink, SseSource } from './sink.js'
