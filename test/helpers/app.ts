@@ -1,0 +1,31 @@
+import { Writable } from 'node:stream'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import htmlSse, { type HtmlSseOptions } from '../../lib/index.js'
+
+/** A log record as pino writes it. */
+export interface LogLine {
+  level: number
+  msg: string
+  err?: { message: string; code?: string }
+  [key: string]: unknown
+}
+
+/** A Fastify app with the plugin registered and every log line captured. */
+export async function makeApp(
+  options: HtmlSseOptions = {},
+  server: FastifyServerOptions = {}
+): Promise<{ app: FastifyInstance; logs: LogLine[] }> {
+  const logs: LogLine[] = []
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line))
+      callback()
+    }
+  })
+  const app = Fastify({ ...server, logger: { level: 'debug', stream } } as FastifyServerOptions)
+  await app.register(htmlSse, { heartbeatMs: 0, ...options })
+  return { app, logs }
+}
+
+/** Log lines at error level or above. */
+export const errorsIn = (logs: LogLine[]) => logs.filter((l) => l.level >= 50)
