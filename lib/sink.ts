@@ -169,6 +169,9 @@ export class Sink implements SseSink {
   /** @internal Ends the stream; drops the connection when unsent bytes would hold it open. */
   shutdown(): void {
     this.#end(this.#ready && this.#res.writableLength > 0, false)
+    // On Node < 24 an HTTP/2 server waits for idle sessions (Fastify closes them only with
+    // forceCloseConnections: true): let the session that carried this stream go once it is done.
+    ;(this.#res as { stream?: { session?: { close(): void } } }).stream?.session?.close()
   }
 
   /**
@@ -231,7 +234,9 @@ export class Sink implements SseSink {
       finished = true
     } catch (err) {
       finished = true
-      this.#log.error({ err }, 'fastify-html-sse: the stream source threw; the stream was ended')
+      // After the client left, an abort inside the source is how it was told to stop.
+      if (this.#closed) this.#log.debug({ err }, 'fastify-html-sse: the stream source threw after the stream closed')
+      else this.#log.error({ err }, 'fastify-html-sse: the stream source threw; the stream was ended')
       if (iterator.return !== undefined) this.#returnSource(iterator)
     } finally {
       this.#stopSource = null

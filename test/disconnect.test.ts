@@ -1,0 +1,122 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { test } from 'tap'
+import type { SseSink } from '../lib/index.js'
+import { errorsIn, makeApp } from './helpers/app.js'
+import { connect, listen, until } from './helpers/sse.js'
+
+test('a client leaving calls the source return(): a generator blocked on a full socket finishes at once', async (t) => {
+  const { app, logs } = await makeApp({ maxBufferedBytes: 64 * 1024 * 1024 })
+  let finallyAt = 0
+  let sink!: SseSink
+  const big = `<pre>${'x'.repeat(256 * 1024)}</pre>`
+  app.get('/events', (_req, reply) => {
+    sink = reply.sse(
+      (function* () {
+        try {
+          for (;;) yield big
+        } finally {
+          finallyAt = Date.now()
+        }
+      })()
+    )
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  client.res.pause()
+  await sleep(200) // the socket fills; the generator waits on a send
+  t.equal(finallyAt, 0, 'the generator is still running')
+  const leftAt = Date.now()
+  client.close()
+  await sink.closed
+  await until(() => finallyAt > 0, 2000, 'the generator finally')
+  t.ok(finallyAt - leftAt < 1000, `finally ran ${finallyAt - leftAt}ms after the client left`)
+  t.equal(sink.signal.aborted, true)
+  t.same(errorsIn(logs), [], 'a client leaving is not an error')
+  await until(() => app.sse.stats().connections === 0)
+})
+
+test('a generator waiting with sink.signal stops at once, and its abort is not logged as an error', async (t) => {
+  const { app, logs } = await makeApp()
+  let stopped = false
+  app.get('/events', (_req, reply) => {
+    const sink = reply.sse(
+      (async function* () {
+        try {
+          for (let i = 0; ; i++) {
+            yield `<p>${i}</p>`
+            await sleep(10_000, undefined, { signal: sink.signal })
+          }
+        } finally {
+          stopped = true
+        }
+      })()
+    )
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await client.waitFor(1)
+  client.close()
+  await until(() => stopped, 1000, 'the generator to stop')
+  t.same(errorsIn(logs), [])
+  await until(() => app.sse.stats().connections === 0)
+})
+
+test('send() waits while the socket is full, resumes on drain, and settles false when the client leaves', async (t) => {
+  const { app } = await makeApp({ maxBufferedBytes: 256 * 1024 * 1024 })
+  let sink!: SseSink
+  app.get('/events', (_req, reply) => {
+    sink = reply.sse()
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  client.res.pause()
+  await until(() => sink !== undefined)
+  const chunk = `<pre>${'y'.repeat(512 * 1024)}</pre>`
+  // Fill the socket until a send has to wait.
+  let waiting: Promise<boolean> | null = null
+  for (let i = 0; i < 200 && waiting === null; i++) {
+    const sent = sink.send(chunk)
+    const settled = await Promise.race([sent, sleep(50).then(() => 'pending' as const)])
+    if (settled === 'pending') waiting = sent
+    else t.equal(settled, true)
+  }
+  t.ok(waiting, 'a send waits once the socket is over its high-water mark')
+  const queued = sink.send('<p>queued behind</p>')
+  client.res.resume()
+  t.equal(await waiting, true, 'resolves true when the socket drains')
+  t.equal(await queued, true, 'the next one follows in order')
+  await client.waitFor(1)
+
+  client.res.pause()
+  let second: Promise<boolean> | null = null
+  for (let i = 0; i < 200 && second === null; i++) {
+    const sent = sink.send(chunk)
+    if ((await Promise.race([sent, sleep(50).then(() => 'pending' as const)])) === 'pending') second = sent
+  }
+  t.ok(second, 'waiting again')
+  client.close()
+  t.equal(await second, false, 'a client that leaves while a send waits makes it resolve false')
+  t.equal(await sink.send('after'), false)
+})
+
+test('sink.close() ends the response normally; the client sees the end', async (t) => {
+  const { app } = await makeApp()
+  app.get('/events', async (_req, reply) => {
+    const sink = reply.sse()
+    await sink.send('<p>bye</p>')
+    sink.close()
+    sink.close()
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await client.ended
+  t.equal(client.res.complete, true, 'the response completed')
+  t.same(
+    client.events.map((e) => e.data),
+    ['<p>bye</p>']
+  )
+})
