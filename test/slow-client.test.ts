@@ -1,0 +1,76 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { test } from 'tap'
+import type { SseSink } from '../lib/index.js'
+import { errorsIn, makeApp } from './helpers/app.js'
+import { connect, listen, until } from './helpers/sse.js'
+
+test('a client that stops reading is shed past maxBufferedBytes; the others get every event', async (t) => {
+  const { app, logs } = await makeApp({ maxBufferedBytes: 256 * 1024 })
+  let slowSink!: SseSink
+  let sourceReturned = false
+  app.get('/fast', (_req, reply) => {
+    reply.sse({ topics: ['feed'] })
+  })
+  app.get('/slow', (_req, reply) => {
+    slowSink = reply.sse(
+      (async function* () {
+        try {
+          yield '<p>hello</p>'
+          await sleep(60_000, undefined, { signal: slowSink.signal })
+        } finally {
+          sourceReturned = true
+        }
+      })(),
+      { topics: ['feed'] }
+    )
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const fast = await connect(`${base}/fast`)
+  const slow = await connect(`${base}/slow`)
+  await slow.waitFor(1)
+  slow.res.pause()
+  await until(() => app.sse.stats().topics.feed === 2)
+
+  const count = 10_000
+  const row = `<tr><td>${'r'.repeat(1000)}</td></tr>`
+  for (let i = 0; i < count; i++) await app.sse.publish('feed', row)
+  await fast.waitFor(count, 20_000)
+  t.equal(fast.events.length, count, 'the reading client got every event')
+  t.same(
+    fast.events.slice(0, 3).map((e) => Number(e.id?.split('-')[1])),
+    [1, 2, 3]
+  )
+  t.equal(slowSink.signal.aborted, true, 'the slow stream closed')
+  await until(() => sourceReturned, 2000, 'its source to return')
+  t.equal(app.sse.stats().dropped, 1)
+  t.equal(app.sse.stats().connections, 1)
+  slow.res.resume()
+  await slow.ended
+  t.ok(slow.events.length < count, `the slow client's connection was cut (it read ${slow.events.length})`)
+  t.same(errorsIn(logs), [], 'shedding a slow client is not an error')
+  t.ok(
+    logs.some((l) => l.level === 30 && /maxBufferedBytes/.test(l.msg)),
+    'it is logged at info'
+  )
+})
+
+test('a burst of awaited publishes never sheds a client that keeps reading', async (t) => {
+  const { app } = await makeApp()
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['burst'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
+  await until(() => app.sse.stats().topics.burst === 3)
+  const count = 20_000
+  const html = `<div class="row">\n  <span>${'x'.repeat(260)}</span>\n</div>`
+  for (let i = 0; i < count; i++) await app.sse.publish('burst', html)
+  for (const client of clients) await client.waitFor(count, 30_000)
+  t.equal(app.sse.stats().dropped, 0)
+  t.ok(
+    clients.every((c) => c.events.length === count && c.events.every((e) => e.data === html)),
+    'all clients got every event intact'
+  )
+})
