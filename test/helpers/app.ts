@@ -22,7 +22,8 @@ export async function makeApp(
       callback()
     }
   })
-  const app = Fastify({ ...server, logger: { level: 'debug', stream } } as FastifyServerOptions)
+  const logger = server.logger === false ? false : { level: 'debug', stream }
+  const app = Fastify({ ...server, logger } as FastifyServerOptions)
   await app.register(htmlSse, { heartbeatMs: 0, ...options })
   return { app, logs }
 }
