@@ -40,7 +40,8 @@ test('a generator waiting with sink.signal stops at once, and its abort is not l
   const { app, logs } = await makeApp()
   let stopped = false
   app.get('/events', (_req, reply) => {
-    const sink = reply.sse(
+    let sink!: SseSink
+    sink = reply.sse(
       (async function* () {
         try {
           for (let i = 0; ; i++) {

@@ -1,11 +1,11 @@
 import { setImmediate as tick } from 'node:timers/promises'
-import { test } from 'tap'
+import { type Test, test } from 'tap'
 import { makeApp } from './helpers/app.js'
 import { type Client, connect, listen, until } from './helpers/sse.js'
 
 const seq = (id: string | undefined) => Number(String(id).split('-')[1])
 
-async function setup(t: Tap.Test, replay = 1000) {
+async function setup(t: Test, replay = 1000) {
   const { app, logs } = await makeApp({ replay })
   app.get('/events', (req, reply) => {
     const topics = String((req.query as { topics?: string }).topics ?? 'a,b').split(',')
@@ -128,7 +128,10 @@ test('an unknown, expired or garbage id gives one reset event, never echoed, the
     resumed.events.map((e) => e.id),
     all.slice(1)
   )
-  t.same(logs.filter((l) => l.level >= 50), [])
+  t.same(
+    logs.filter((l) => l.level >= 50),
+    []
+  )
 })
 
 test('with replay 0 nothing is kept: any id but the newest resets', async (t) => {

@@ -5,7 +5,11 @@ import { errorsIn, makeApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
 function Button({ n }: { n: number }) {
-  return <button class="btn">Update #{n}</button>
+  return (
+    <button type="button" class="btn">
+      Update #{n}
+    </button>
+  )
 }
 
 test('headers: event stream, no caching, no proxy buffering, hook headers kept', async (t) => {
@@ -221,8 +225,8 @@ test('a source that throws ends the stream cleanly, is logged, and the server st
   t.equal(await (await fetch(`${base}/ok`)).text(), 'still up')
   const errors = errorsIn(logs)
   t.equal(errors.length, 2)
-  t.equal(errors[0]?.err?.message, 'source failed')
-  t.equal(errors[1]?.err?.code, 'FST_ERR_HTML_SSE_ITEM_INVALID')
+  t.match(errors[0], { err: { message: 'source failed' } })
+  t.match(errors[1], { err: { code: 'FST_ERR_HTML_SSE_ITEM_INVALID' } })
 })
 
 test('reply.sse() refuses what is neither a source nor options, with a coded error', async (t) => {
@@ -237,16 +241,17 @@ test('reply.sse() refuses what is neither a source nor options, with a coded err
     reply.sse({ topics: 'news' as never })
   })
   app.get('/two-options', (_req, reply) => {
-    reply.sse({}, {} as never)
+    reply.sse({} as never, {} as never)
   })
   const base = await listen(app)
   t.teardown(() => app.close())
-  for (const [path, code] of [
+  const cases: Array<[string, string]> = [
     ['/string', 'FST_ERR_HTML_SSE_SOURCE_INVALID'],
     ['/topics', 'FST_ERR_HTML_SSE_TOPIC_INVALID'],
     ['/topics-type', 'FST_ERR_HTML_SSE_OPTION_INVALID'],
     ['/two-options', 'FST_ERR_HTML_SSE_SOURCE_INVALID']
-  ]) {
+  ]
+  for (const [path, code] of cases) {
     const res = await fetch(base + path)
     t.equal(res.status, 500, path)
     t.equal((await res.json()).code, code, path)

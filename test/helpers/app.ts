@@ -13,7 +13,7 @@ export interface LogLine {
 /** A Fastify app with the plugin registered and every log line captured. */
 export async function makeApp(
   options: HtmlSseOptions = {},
-  server: FastifyServerOptions = {}
+  server: FastifyServerOptions & { http2?: boolean } = {}
 ): Promise<{ app: FastifyInstance; logs: LogLine[] }> {
   const logs: LogLine[] = []
   const stream = new Writable({
