@@ -135,11 +135,6 @@ export class Sink implements SseSink {
     return this.#closedPromise
   }
 
-  /** @internal True once the stream has ended. */
-  get isClosed(): boolean {
-    return this.#closed
-  }
-
   async send(html: Html, event: string = 'message', options?: SseMessageOptions): Promise<boolean> {
     const frame = sseMessage(html, event, options)
     return this.sendFrame(typeof frame === 'string' ? frame : await frame)

@@ -121,3 +121,94 @@ test('sink.close() ends the response normally; the client sees the end', async (
     ['<p>bye</p>']
   )
 })
+
+test('a published frame waits behind a send that waits: order is kept', async (t) => {
+  const { app } = await makeApp({ maxBufferedBytes: 256 * 1024 * 1024 })
+  let sink!: SseSink
+  app.get('/events', (_req, reply) => {
+    sink = reply.sse({ topics: ['t'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  client.res.pause()
+  await until(() => app.sse.stats().topics.t === 1)
+  const chunk = `<pre>${'o'.repeat(512 * 1024)}</pre>`
+  let waiting: Promise<boolean> | null = null
+  let sent = 0
+  for (let i = 0; i < 200 && waiting === null; i++) {
+    const pending = sink.send(chunk)
+    sent++
+    if ((await Promise.race([pending, sleep(50).then(() => 'pending' as const)])) === 'pending') waiting = pending
+  }
+  await app.sse.publish('t', '<p>published last</p>')
+  client.res.resume()
+  t.equal(await waiting, true)
+  await client.waitFor(sent + 1)
+  t.equal(client.events.at(-1)?.data, '<p>published last</p>', 'the published frame comes after the waiting send')
+  t.equal(client.events.length, sent + 1)
+})
+
+test('a source whose return() throws or rejects is logged, and the stream still ends', async (t) => {
+  const { app, logs } = await makeApp()
+  const sinks: SseSink[] = []
+  app.get('/sync', (_req, reply) => {
+    sinks.push(
+      reply.sse(
+        (function* () {
+          try {
+            for (;;) yield '<p>s</p>'
+          } finally {
+            // biome-ignore lint/correctness/noUnsafeFinally: the point of this test
+            throw new Error('sync finally failed')
+          }
+        })()
+      )
+    )
+  })
+  app.get('/async', (_req, reply) => {
+    const iterator: AsyncIterator<string> = {
+      next: () => new Promise((resolve) => setTimeout(() => resolve({ value: '<p>a</p>', done: false }), 5)),
+      return: () => Promise.reject(new Error('async return failed'))
+    }
+    sinks.push(reply.sse({ [Symbol.asyncIterator]: () => iterator }))
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const paused = await connect(`${base}/sync`)
+  paused.res.pause()
+  const slow = await connect(`${base}/async`)
+  await slow.waitFor(1)
+  await sleep(50)
+  paused.close()
+  slow.close()
+  await until(() => app.sse.stats().connections === 0)
+  await until(() => logs.filter((l) => /while closing/.test(l.msg)).length === 2, 2000, 'both logged')
+  t.match(
+    logs.filter((l) => /while closing/.test(l.msg)).map((l) => l.err?.message).sort(),
+    ['async return failed', 'sync finally failed']
+  )
+})
+
+test('send() awaits an async component', async (t) => {
+  const { app } = await makeApp()
+  async function Later() {
+    await sleep(1)
+    return '<b>later</b>'
+  }
+  app.get('/events', async (_req, reply) => {
+    const sink = reply.sse()
+    const closed = sink.closed
+    t.equal(await sink.send(Later(), 'later'), true)
+    sink.close()
+    await closed
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await client.ended
+  t.same(
+    client.events.map((e) => [e.event, e.data]),
+    [['later', '<b>later</b>']]
+  )
+})

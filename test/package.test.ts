@@ -1,0 +1,86 @@
+/**
+ * Packs the tarball, installs it into an empty project and uses every entry
+ * point from plain JavaScript, as a user would.
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { test } from 'tap'
+
+const root = resolve(import.meta.dirname, '..')
+const run = (cmd: string, args: string[], cwd: string) =>
+  execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 })
+
+const CONSUMER = `
+import assert from 'node:assert/strict'
+import Fastify from 'fastify'
+import htmlSse, { sseMessage, sseComment, memoryBroker, FST_ERR_HTML_SSE_EVENT_NEWLINE } from 'fastify-html-sse'
+import { SseSource, HtmxScripts } from 'fastify-html-sse/components'
+import { collectEvents } from 'fastify-html-sse/testing'
+
+assert.equal(sseMessage('<b>a\\nb</b>', 'x', { id: '1' }), 'event: x\\nid: 1\\ndata: <b>a\\ndata: b</b>\\n\\n')
+assert.equal(sseComment('hi'), ': hi\\n\\n')
+assert.throws(() => sseMessage('x', 'a\\nb'), (err) => err instanceof TypeError && err.code === 'FST_ERR_HTML_SSE_EVENT_NEWLINE')
+assert.equal(typeof FST_ERR_HTML_SSE_EVENT_NEWLINE, 'function')
+assert.match(SseSource({ url: '/e', children: 'x' }), /sse-connect="\\/e"/)
+assert.match(HtmxScripts({ htmx: 4 }), /htmx4\\.min\\.js/)
+
+const app = Fastify()
+await app.register(htmlSse, { broker: memoryBroker({ replay: 10 }), heartbeatMs: 0 })
+app.get('/events', (req, reply) => {
+  reply.sse(['<p>one</p>', { html: '<p>two</p>', event: 'second' }])
+})
+const events = await collectEvents(app, '/events', { count: 2 })
+assert.deepEqual(events.map((e) => [e.event, e.data]), [['message', '<p>one</p>'], ['second', '<p>two</p>']])
+assert.equal((await app.inject('/fastify-html-sse/htmx2.min.js')).statusCode, 200)
+assert.equal((await app.inject('/fastify-html-sse/htmx4-sse.min.js')).statusCode, 200)
+await app.close()
+console.log('core ok')
+`
+
+const REDIS_CONSUMER = `
+import assert from 'node:assert/strict'
+import Fastify from 'fastify'
+import htmlSse from 'fastify-html-sse'
+import { redisBroker } from 'fastify-html-sse/redis'
+import { collectEvents } from 'fastify-html-sse/testing'
+
+const app = Fastify()
+await app.register(htmlSse, { broker: redisBroker({ url: 'redis://127.0.0.1:6379', prefix: 'pkgtest:' + process.pid + ':' }), heartbeatMs: 0 })
+app.get('/events', (req, reply) => {
+  reply.sse({ topics: ['t'] })
+})
+const pending = collectEvents(app, '/events', { count: 1 })
+setTimeout(() => app.sse.publish('t', '<p>through redis</p>'), 200)
+assert.equal((await pending)[0].data, '<p>through redis</p>')
+await app.close()
+console.log('redis ok')
+`
+
+test('the packed package installs into an empty project and every entry works from plain JavaScript', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fastify-html-sse-pkg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  run('npm', ['pack', '--pack-destination', dir, '--silent'], root)
+  const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'))
+  t.ok(tarball, 'npm pack made a tarball')
+  const listing = run('tar', ['-tzf', join(dir, tarball as string)], dir)
+  t.match(listing, /package\/dist\/lib\/index\.js/)
+  t.match(listing, /package\/dist\/lib\/index\.d\.ts/)
+  t.match(listing, /package\/dist\/components\/index\.js/)
+  t.notMatch(listing, /package\/(test|bench|example|lib)\//, 'no sources, tests or benchmarks shipped')
+
+  const app = join(dir, 'app')
+  run('mkdir', ['-p', app], dir)
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+  const npmFlags = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
+  run('npm', ['install', join(dir, tarball as string), ...npmFlags], app)
+  t.notOk(readdirSync(join(app, 'node_modules')).includes('redis'), 'the Redis client is not installed unless asked for')
+  writeFileSync(join(app, 'core.mjs'), CONSUMER)
+  t.match(run('node', ['core.mjs'], app), /core ok/, 'core, components and testing entries work without Redis')
+
+  const redisVersion = (await import('redis/package.json', { with: { type: 'json' } })).default.version
+  run('npm', ['install', `redis@${redisVersion}`, ...npmFlags], app)
+  writeFileSync(join(app, 'redis.mjs'), REDIS_CONSUMER)
+  t.match(run('node', ['redis.mjs'], app), /redis ok/, 'the redis entry works once the client is installed')
+})
