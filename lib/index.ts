@@ -13,4 +13,4 @@ export {
   type SseHub,
   type SseReplyOptions
 } from './plugin.js'
-export type { SseItem, SseSink, SseSource } from './sink.js'
+export type { SseItem, SseSink, SseSource, SseSourceFactory } from './sink.js'

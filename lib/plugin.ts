@@ -16,7 +16,7 @@ import {
 } from './errors.js'
 import { checkRetry, describe, frameBody, type Html, isThenable, type SseMessageOptions } from './frame.js'
 import { checkTopic, Hub, type SseStats } from './hub.js'
-import { Sink, type SseSink, type SseSource } from './sink.js'
+import { Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
 
 /** Options of the plugin. */
 export interface HtmlSseOptions {
@@ -70,6 +70,7 @@ declare module 'fastify' {
     /**
      * Opens the event stream of this reply once (a second call returns the same sink).
      * Items of `source` are sent in order; the stream ends with the source unless it has topics.
+     * `source` may also be a function of the sink (e.g. a generator function using `sink.signal`).
      * @example
      * ```tsx
      * app.get('/events', (req, reply) => {
@@ -77,7 +78,7 @@ declare module 'fastify' {
      * })
      * ```
      */
-    sse(source?: SseSource, options?: SseReplyOptions): SseSink
+    sse(source?: SseSource | SseSourceFactory, options?: SseReplyOptions): SseSink
     sse(options: SseReplyOptions): SseSink
   }
 }
@@ -148,9 +149,9 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   app.decorateReply('sse', function sse(this: FastifyReply, a?: unknown, b?: unknown): SseSink {
     const existing = (this as unknown as Record<symbol, Sink | null>)[kSink] as Sink | null
     if (existing !== null) return existing
-    let source: SseSource | undefined
+    let source: SseSource | SseSourceFactory | undefined
     let opts: SseReplyOptions | undefined
-    if (isSource(a)) {
+    if (isSource(a) || typeof a === 'function') {
       source = a
       opts = b as SseReplyOptions | undefined
     } else if (a === undefined || (a !== null && typeof a === 'object')) {
@@ -166,6 +167,14 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     const sink = new Sink(this, hub, maxBufferedBytes, lastEventIdOf(this.request))
     ;(this as unknown as Record<symbol, Sink | null>)[kSink] = sink
     hub.add(sink)
+    if (typeof source === 'function') {
+      const made = source(sink)
+      if (!isSource(made)) {
+        sink.close()
+        throw new FST_ERR_HTML_SSE_SOURCE_INVALID(`a function returning ${describe(made)}`)
+      }
+      source = made
+    }
     this.code(200)
     this.header('content-type', 'text/event-stream; charset=utf-8')
     this.header('cache-control', 'no-cache, no-transform')

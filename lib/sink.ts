@@ -20,6 +20,12 @@ export type SseItem = Html | { html: Html; event?: string; id?: string; retry?: 
 /** A source of items: a generator, an array, any (async) iterable. */
 export type SseSource = AsyncIterable<SseItem> | Iterable<SseItem>
 
+/**
+ * A function that makes the source from the sink, e.g. a generator function that
+ * needs `sink.signal` to cut its waits short when the client leaves.
+ */
+export type SseSourceFactory = (sink: SseSink) => SseSource
+
 /** One open event stream, returned by `reply.sse()`. */
 export interface SseSink {
   /**

@@ -258,3 +258,35 @@ test('reply.sse() refuses what is neither a source nor options, with a coded err
   }
   t.equal(app.sse.stats().connections, 0)
 })
+
+test('a source may be a function of the sink, e.g. a generator function that uses sink.signal', async (t) => {
+  const { app, logs } = await makeApp()
+  let stopped = false
+  app.get('/events', (_req, reply) => {
+    reply.sse(async function* (sink) {
+      try {
+        for (let n = 1; ; n++) {
+          yield <Button n={n} />
+          await sleep(10_000, undefined, { signal: sink.signal })
+        }
+      } finally {
+        stopped = true
+      }
+    })
+  })
+  app.get('/bad', (_req, reply) => {
+    reply.sse((() => 42) as never)
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await client.waitFor(1)
+  t.equal(client.events[0]?.data, String(<Button n={1} />))
+  client.close()
+  await until(() => stopped, 2000, 'the generator to stop')
+  const bad = await fetch(`${base}/bad`)
+  t.equal(bad.status, 500)
+  t.equal((await bad.json()).code, 'FST_ERR_HTML_SSE_SOURCE_INVALID')
+  await until(() => app.sse.stats().connections === 0)
+  t.same(errorsIn(logs).filter((l) => l.err?.code !== 'FST_ERR_HTML_SSE_SOURCE_INVALID'), [])
+})
