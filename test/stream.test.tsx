@@ -288,5 +288,8 @@ test('a source may be a function of the sink, e.g. a generator function that use
   t.equal(bad.status, 500)
   t.equal((await bad.json()).code, 'FST_ERR_HTML_SSE_SOURCE_INVALID')
   await until(() => app.sse.stats().connections === 0)
-  t.same(errorsIn(logs).filter((l) => l.err?.code !== 'FST_ERR_HTML_SSE_SOURCE_INVALID'), [])
+  t.same(
+    errorsIn(logs).filter((l) => l.err?.code !== 'FST_ERR_HTML_SSE_SOURCE_INVALID'),
+    []
+  )
 })
