@@ -91,7 +91,7 @@ export const FST_ERR_HTML_SSE_PUBLISH_ID = createError<[]>(
 /** The broker is closed or cannot reach its backend. */
 export const FST_ERR_HTML_SSE_BROKER_UNAVAILABLE = createError<[string]>(
   'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE',
-  `${P} the broker cannot publish: %s`,
+  `${P} the broker is unavailable: %s`,
   503
 )
 

@@ -1,6 +1,6 @@
 export { DEFAULT_ASSETS_PREFIX } from './assets.js'
 export { type MemoryBrokerOptions, memoryBroker } from './broker/memory.js'
-export type { Broker, BrokerEvent, BrokerListener, BrokerReplay } from './broker/types.js'
+export type { Broker, BrokerEvent, BrokerListener, BrokerLogger, BrokerReplay } from './broker/types.js'
 export { compareIds } from './broker/types.js'
 export * from './errors.js'
 export { type Html, type SseMessageOptions, sseComment, sseMessage } from './frame.js'

@@ -143,6 +143,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   const retryFrame = retryMs === undefined ? null : `retry: ${retryMs}\n\n`
 
   const hub = new Hub(broker, app.log, heartbeatMs)
+  broker.useLogger?.(app.log)
   await broker.listen(hub.deliver)
 
   app.decorateReply(kSink, null)
@@ -152,7 +153,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     let source: SseSource | SseSourceFactory | undefined
     let opts: SseReplyOptions | undefined
     if (isSource(a) || typeof a === 'function') {
-      source = a
+      source = a as SseSource | SseSourceFactory
       opts = b as SseReplyOptions | undefined
     } else if (a === undefined || (a !== null && typeof a === 'object')) {
       opts = a as SseReplyOptions | undefined

@@ -21,7 +21,7 @@
 import { createClient } from 'redis'
 import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, FST_ERR_HTML_SSE_OPTION_INVALID } from '../errors.js'
 import { checkReplay } from './memory.js'
-import type { Broker, BrokerEvent, BrokerListener, BrokerReplay } from './types.js'
+import type { Broker, BrokerEvent, BrokerListener, BrokerLogger, BrokerReplay } from './types.js'
 import { parseId, withId } from './types.js'
 
 /**
@@ -48,11 +48,7 @@ export interface RedisClient {
 }
 
 /** Where the broker reports outages: a Fastify / pino logger fits. */
-export interface RedisBrokerLogger {
-  info(obj: object, msg: string): void
-  warn(obj: object, msg: string): void
-  error(obj: object, msg: string): void
-}
+export type RedisBrokerLogger = BrokerLogger
 
 /** Options of `redisBroker`. */
 export interface RedisBrokerOptions {
@@ -73,6 +69,12 @@ export interface RedisBrokerOptions {
    */
   replay?: number
   /**
+   * How long one `XREAD` blocks before it is sent again, in ms. A reader
+   * connection silent for twice as long (plus a second) is taken for dead and
+   * reconnected. @default 5000
+   */
+  blockMs?: number
+  /**
    * Where outages are reported: a warning when Redis goes away, once per
    * outage, and an info line when it is back. The plugin hands over its own
    * logger when this is not set. @default process warnings
@@ -86,8 +88,6 @@ export interface RedisBroker extends Broker {
   useLogger(logger: RedisBrokerLogger): void
 }
 
-/** How long one `XREAD` blocks before it is sent again. */
-const BLOCK_MS = 5000
 /** At most this many entries per `XREAD`. */
 const BATCH = 1000
 /**
@@ -184,6 +184,7 @@ class RedisStreamBroker implements RedisBroker {
   readonly #key: string
   readonly #replay: number
   readonly #maxLen: string
+  readonly #blockMs: number
   readonly #url: string | undefined
   readonly #given: RedisClient | undefined
   readonly #target: string
@@ -209,6 +210,7 @@ class RedisStreamBroker implements RedisBroker {
     this.#key = `${options.prefix ?? 'fastify-html-sse:'}log`
     this.#replay = replay
     this.#maxLen = String(Math.max(replay, LIVE_BACKLOG))
+    this.#blockMs = options.blockMs ?? 5000
     this.#url = options.url
     this.#given = options.client
     this.#target = this.#given === undefined ? describeUrl(this.#url) : 'the given client'
@@ -222,7 +224,10 @@ class RedisStreamBroker implements RedisBroker {
 
   async publish(topic: string, body: string): Promise<string> {
     const client = await this.#client()
-    if (!client.isReady) throw unavailable(`Redis at ${this.#target} is unreachable; the broker is reconnecting`)
+    // The reader may know first: a frozen server leaves the command socket open but silent.
+    if (!client.isReady || this.#downSince !== null) {
+      throw unavailable(`Redis at ${this.#target} is unreachable; the broker is reconnecting`)
+    }
     let reply: unknown
     try {
       reply = await client.sendCommand(['XADD', this.#key, 'MAXLEN', '~', this.#maxLen, '*', 't', topic, 'b', body])
@@ -329,9 +334,9 @@ class RedisStreamBroker implements RedisBroker {
         // Fail fast on the first connection (the app's start fails with a clear
         // error), then retry for as long as it takes.
         reconnectStrategy: (retries) => (state.ready ? backoff(retries) : false),
-        // XREAD answers at least every BLOCK_MS: a reader silent for longer
+        // XREAD answers at least every blockMs: a reader silent for longer
         // is on a dead connection (a peer gone without a reset), so drop it.
-        ...(reader ? { socketTimeout: 2 * BLOCK_MS } : {})
+        ...(reader ? { socketTimeout: 2 * this.#blockMs + 1000 } : {})
       }
     })
     this.#owned.set(client, state)
@@ -458,7 +463,7 @@ class RedisStreamBroker implements RedisBroker {
           'COUNT',
           String(BATCH),
           'BLOCK',
-          String(BLOCK_MS),
+          String(this.#blockMs),
           'STREAMS',
           this.#key,
           this.#lastSeen
@@ -542,6 +547,15 @@ function checkOptions(options: unknown): RedisBrokerOptions {
   }
   if (o.prefix !== undefined && typeof o.prefix !== 'string') {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID('prefix', 'must be a string')
+  }
+  if (
+    o.blockMs !== undefined &&
+    (!Number.isSafeInteger(o.blockMs) || (o.blockMs as number) < 1 || (o.blockMs as number) > 600_000)
+  ) {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID(
+      'blockMs',
+      `must be an integer from 1 to 600000, got ${String(o.blockMs)}`
+    )
   }
   if (o.logger !== undefined) {
     const l = o.logger as Record<string, unknown> | null

@@ -35,6 +35,13 @@ export type BrokerReplay =
   | { readonly found: true; readonly events: readonly BrokerEvent[] }
   | { readonly found: false; readonly head: string | null }
 
+/** Where a broker reports outages and recoveries: a Fastify / pino logger fits. */
+export interface BrokerLogger {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
 /** Receives live events in id order. */
 export type BrokerListener = (event: BrokerEvent) => void
 
@@ -50,6 +57,8 @@ export interface Broker {
   unlisten(listener: BrokerListener): Promise<void>
   /** Stops delivery and releases what the broker created. Idempotent. */
   close(): Promise<void>
+  /** Optional: the plugin hands over the app's logger before `listen`, unless the broker has one. */
+  useLogger?(logger: BrokerLogger): void
 }
 
 const ID = /^(0|[1-9]\d{0,15})-(0|[1-9]\d{0,15})$/
