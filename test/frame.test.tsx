@@ -6,7 +6,22 @@ import { parseAll } from './helpers/sse.js'
 /** What a conforming client must dispatch as `data` for `html`. */
 const expected = (html: string) => html.replace(/\r\n|\r/g, '\n')
 
-const PIECES = ['a', '', ' lead', '\tTab', '\r', '\n', '\r\n', '\u2028', '\u0085', '😀', '\0', '<p class="x">', '::', 'data: x']
+const PIECES = [
+  'a',
+  '',
+  ' lead',
+  '\tTab',
+  '\r',
+  '\n',
+  '\r\n',
+  '\u2028',
+  '\u0085',
+  '😀',
+  '\0',
+  '<p class="x">',
+  '::',
+  'data: x'
+]
 
 function* mixes(): Generator<string> {
   for (const a of PIECES) {
@@ -35,7 +50,12 @@ test('every mix of CR, LF, CRLF, blanks, Unicode and NUL round-trips exactly', a
     const frame = sseMessage(html, 'update', { id: '7' })
     if (frame.includes('\r')) t.fail(`CR on the wire for ${JSON.stringify(html)}`)
     const events = parseAll(frame)
-    if (events.length !== 1 || events[0]?.data !== expected(html) || events[0]?.event !== 'update' || events[0]?.id !== '7') {
+    if (
+      events.length !== 1 ||
+      events[0]?.data !== expected(html) ||
+      events[0]?.event !== 'update' ||
+      events[0]?.id !== '7'
+    ) {
       t.fail(`round trip of ${encodeURIComponent(html.toWellFormed())}`)
     }
     checked++
@@ -64,7 +84,11 @@ test('message events carry no event line; fields come in a fixed order; only LF'
   t.equal(sseMessage('a\r\nb', 'tick', { id: '1', retry: 500 }), 'event: tick\nid: 1\nretry: 500\ndata: a\ndata: b\n\n')
   t.equal(sseMessage(''), 'data: \n\n', 'empty html still has one data line')
   t.same(parseAll(sseMessage('')), [{ id: undefined, event: undefined, data: '' }], 'and dispatches an empty event')
-  t.equal(sseMessage('x', 'e', { id: '' }), 'event: e\nid: \ndata: x\n\n', 'an empty id is allowed (it clears the last id)')
+  t.equal(
+    sseMessage('x', 'e', { id: '' }),
+    'event: e\nid: \ndata: x\n\n',
+    'an empty id is allowed (it clears the last id)'
+  )
 })
 
 test('leading spaces and tabs of a line survive', async (t) => {
@@ -81,7 +105,10 @@ test('lone surrogates never throw and reach the client as U+FFFD', async (t) => 
 
 test('a 1 MB fragment of many lines round-trips', async (t) => {
   const line = '<tr><td class="cell">0123456789</td><td>😀 é</td></tr>'
-  const html = Array.from({ length: 20_000 }, (_, i) => `${line}${i % 3 === 0 ? '\r\n' : i % 3 === 1 ? '\n' : '\r'}`).join('')
+  const html = Array.from(
+    { length: 20_000 },
+    (_, i) => `${line}${i % 3 === 0 ? '\r\n' : i % 3 === 1 ? '\n' : '\r'}`
+  ).join('')
   t.ok(html.length > 1_000_000)
   const frame = sseMessage(html, 'big')
   const events = parseAll(frame)
@@ -148,7 +175,11 @@ test('a string gives a string; an async component gives a promise of the same fr
   t.type(pending, Promise)
   t.equal(await pending, sseMessage(<li class="n">{1}</li>, 'item', { id: '3' }))
   await t.rejects(sseMessage(Promise.resolve(5 as unknown as string)), { code: 'FST_ERR_HTML_SSE_HTML_INVALID' })
-  t.throws(() => sseMessage(Promise.resolve('x'), 'a\nb'), { code: 'FST_ERR_HTML_SSE_EVENT_NEWLINE' }, 'fields are checked at once')
+  t.throws(
+    () => sseMessage(Promise.resolve('x'), 'a\nb'),
+    { code: 'FST_ERR_HTML_SSE_EVENT_NEWLINE' },
+    'fields are checked at once'
+  )
 })
 
 test('sseComment frames comments that dispatch nothing', async (t) => {
