@@ -37,6 +37,8 @@ export interface BuildAppOptions {
   broker?: Broker
   /** @default 15000 */
   heartbeatMs?: number
+  /** Job ids start after this; instances sharing a broker use disjoint ranges. @default 0 */
+  jobIdBase?: number
 }
 
 interface PageQuery {
@@ -127,7 +129,7 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
 
   const notes: Note[] = []
   const jobs = new Map<number, Job>()
-  let lastJobId = 0
+  let lastJobId = opts.jobIdBase ?? 0
   // Aborted when the app closes: running jobs stop.
   const closing = new AbortController()
 
@@ -222,7 +224,13 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
 
   // A job's own stream: what it missed since Last-Event-ID (header or query), then live steps.
   app.get<{ Params: { id: string } }>('/jobs/:id/events', (request, reply) => {
-    const job = jobs.get(Number(request.params.id))
+    const id = Number(request.params.id)
+    // With a shared broker the job may run on another instance: its steps arrive through the topic.
+    if (opts.broker !== undefined && Number.isSafeInteger(id) && id > 0) {
+      reply.sse({ topics: [`job:${id}`] })
+      return
+    }
+    const job = jobs.get(id)
     if (job === undefined) {
       // Unknown or expired: tell the card to stop instead of letting it reconnect forever.
       reply.sse([sseMessage('', 'done')])

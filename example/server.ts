@@ -1,12 +1,21 @@
 /**
- * `npm start`: the example on http://127.0.0.1:3000 (PORT, HOST).
+ * `npm start`: the example on http://127.0.0.1:3000 (PORT, HOST), with the
+ * in-memory broker, or through Redis when REDIS_URL is set.
  */
 import { buildApp } from './app.js'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 
-const app = await buildApp({ logger: true })
+const redisUrl = process.env.REDIS_URL
+const app = await buildApp({
+  logger: true,
+  // Loaded only when asked for: an app that never imports the redis entry never needs the client.
+  broker:
+    redisUrl === undefined
+      ? undefined
+      : (await import('../lib/broker/redis.js')).redisBroker({ url: redisUrl, prefix: 'fastify-html-sse:example:' })
+})
 const url = await app.listen({ port, host })
 app.log.info(`open ${url}/ for htmx 2, ${url}/?htmx=4 for htmx 4`)
 
