@@ -7,11 +7,12 @@ export type SseSourceProps = PropsWithChildren<
     /** The event stream's URL. */
     url: string
     /**
-     * htmx 2: the event(s) swapped into this element (`sse-swap`).
-     * htmx 4 swaps only unnamed events, so this must stay `message` there.
+     * htmx 2: the event(s) swapped into this element (`sse-swap`); `false` for a
+     * connection only (its events target elsewhere, e.g. with `<hx-partial>`).
+     * htmx 4 swaps unnamed events itself, so this must be `message` or `false` there.
      * @default 'message'
      */
-    swap?: string
+    swap?: string | false
     /** Closes the connection when this event arrives (`sse-close` / `hx-sse:close`). */
     close?: string
     /** Which htmx line the page loads. @default 2 */
@@ -35,7 +36,7 @@ export type SseSourceProps = PropsWithChildren<
 export function SseSource(props: SseSourceProps): JSX.Element {
   const { url, swap = 'message', close, htmx = 2, children, ...rest } = props
   if (htmx === 4) {
-    if (swap !== 'message') {
+    if (swap !== 'message' && swap !== false) {
       throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(
         `htmx 4 swaps only unnamed events: <SseSource htmx={4}> cannot swap "${swap}"; send it as "message" or listen for the "${swap}" DOM event`
       )
@@ -51,7 +52,7 @@ export function SseSource(props: SseSourceProps): JSX.Element {
   if (htmx !== 2) throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`htmx must be 2 or 4, got ${String(htmx)}`)
   const ext = rest['hx-ext'] === undefined ? 'sse' : `${rest['hx-ext']}, sse`
   return (
-    <div {...rest} hx-ext={ext} sse-connect={url} sse-swap={swap} sse-close={close}>
+    <div {...rest} hx-ext={ext} sse-connect={url} sse-swap={swap === false ? undefined : swap} sse-close={close}>
       {children}
     </div>
   )

@@ -23,6 +23,11 @@ test('<SseSource> for htmx 2: hx-ext, sse-connect, sse-swap, sse-close; other at
     'an existing hx-ext is kept'
   )
   t.equal(
+    await (<SseSource url="/e" swap={false} />),
+    '<div hx-ext="sse" sse-connect="/e"></div>',
+    'swap={false} connects without swapping'
+  )
+  t.equal(
     await (<SseSource url={'/e" onload="alert(1)'} />),
     '<div hx-ext="sse" sse-connect="/e&#34; onload=&#34;alert(1)" sse-swap="message"></div>',
     'the url is escaped'
@@ -38,6 +43,7 @@ test('<SseSource htmx={4}>: hx-sse:connect and hx-sse:close; named swaps are ref
     ),
     '<div hx-sse:connect="/events" hx-sse:close="done" id="job" hx-swap="beforeend"><span>0%</span></div>'
   )
+  t.equal(await (<SseSource htmx={4} url="/e" swap={false} />), '<div hx-sse:connect="/e"></div>')
   t.throws(() => <SseSource htmx={4} url="/e" swap="button" />, { code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS' })
   t.throws(() => <SseSource htmx={3 as 2} url="/e" />, { code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS' })
 })
