@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import { sseComment, sseMessage } from '../lib/index.js'
+import { collectEvents } from '../lib/testing.js'
 import { errorsIn, makeApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
@@ -292,4 +293,27 @@ test('a source may be a function of the sink, e.g. a generator function that use
     errorsIn(logs).filter((l) => l.err?.code !== 'FST_ERR_HTML_SSE_SOURCE_INVALID'),
     []
   )
+})
+
+test('collectEvents rejects with coded errors on timeout, early end and a non-SSE response', async (t) => {
+  const { app } = await makeApp()
+  app.get('/short', (_req, reply) => {
+    reply.sse(['<p>only one</p>'])
+  })
+  app.get('/quiet', (_req, reply) => {
+    reply.sse({ topics: ['quiet'] })
+  })
+  app.get('/html', () => '<p>not a stream</p>')
+  t.teardown(() => app.close())
+  await t.rejects(collectEvents(app, '/short', { count: 2 }), { code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT' })
+  await t.rejects(collectEvents(app, '/quiet', { count: 1, timeoutMs: 100 }), {
+    code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
+    message: /saw 0 of 1 events from \/quiet within 100ms/
+  })
+  await t.rejects(collectEvents(app, '/html', { count: 1 }), { code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE' })
+  await t.rejects(collectEvents(app, '/missing', { count: 1 }), {
+    code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
+    message: /404/
+  })
+  await until(() => app.sse.stats().connections === 0)
 })
