@@ -104,6 +104,10 @@ function checkBroker(broker: unknown): Broker {
   return b as unknown as Broker
 }
 
+/** Printable ASCII needs no decoding; anything else may be UTF-8 bytes read as Latin-1. */
+const NON_ASCII = /[^\x20-\x7e]/
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
 function isSource(value: unknown): value is SseSource {
   return value !== null && typeof value === 'object' && (Symbol.asyncIterator in value || Symbol.iterator in value)
 }
@@ -116,9 +120,9 @@ function isSource(value: unknown): value is SseSource {
 function lastEventIdOf(request: FastifyRequest): string | null {
   const header = request.headers['last-event-id']
   if (typeof header === 'string') {
-    const bytes = Buffer.from(header, 'latin1')
+    if (!NON_ASCII.test(header)) return header
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+      return UTF8.decode(Buffer.from(header, 'latin1'))
     } catch {
       return header
     }
