@@ -67,8 +67,8 @@ export class Hub implements SinkOwner {
 
   subscribe(sink: Sink, topic: string): void {
     checkTopic(topic)
-    if (sink.topics.has(topic)) return
-    sink.topics.add(topic)
+    if (sink.topics.includes(topic)) return
+    sink.topics.push(topic)
     let subscribers = this.#topics.get(topic)
     if (subscribers === undefined) {
       subscribers = new Set()
@@ -78,7 +78,9 @@ export class Hub implements SinkOwner {
   }
 
   unsubscribe(sink: Sink, topic: string): void {
-    if (!sink.topics.delete(topic)) return
+    const at = sink.topics.indexOf(topic)
+    if (at === -1) return
+    sink.topics.splice(at, 1)
     const subscribers = this.#topics.get(topic) as Set<Sink>
     subscribers.delete(sink)
     if (subscribers.size === 0) this.#topics.delete(topic)
@@ -86,7 +88,7 @@ export class Hub implements SinkOwner {
 
   remove(sink: Sink, dropped: boolean): void {
     if (!this.sinks.delete(sink)) return
-    for (const topic of sink.topics) this.unsubscribe(sink, topic)
+    for (let i = sink.topics.length - 1; i >= 0; i--) this.unsubscribe(sink, sink.topics[i] as string)
     sink.pending = null
     if (dropped) this.dropped++
   }

@@ -3,6 +3,7 @@
  * decorators, the client files, and the hooks that close every stream.
  */
 import { readFileSync } from 'node:fs'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -169,26 +170,28 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     if (!Array.isArray(topics)) throw new FST_ERR_HTML_SSE_OPTION_INVALID('topics', 'must be an array of topic names')
     for (const topic of topics) checkTopic(topic)
 
-    const sink = new Sink(this, hub, maxBufferedBytes, lastEventIdOf(this.request))
+    // Write the head ourselves (see sink.ts for why the reply is hijacked); headers
+    // that hooks or CORS set on the reply are kept.
+    this.hijack()
+    const res = this.raw
+    const head: OutgoingHttpHeaders = {
+      ...(this.getHeaders() as OutgoingHttpHeaders),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      // nginx and some other proxies buffer responses unless told not to.
+      'x-accel-buffering': 'no'
+    }
+    // Both HTTP/1 and HTTP/2 responses take (status, headers).
+    ;(res as ServerResponse).writeHead(200, head)
+    // Send the head now, so the client's `open` fires before the first event.
+    res.flushHeaders()
+
+    const sink = new Sink(res, this.log, hub, maxBufferedBytes, lastEventIdOf(this.request))
     ;(this as unknown as Record<symbol, Sink | null>)[kSink] = sink
     hub.add(sink)
-    if (typeof source === 'function') {
-      const made = source(sink)
-      if (!isSource(made)) {
-        sink.close()
-        throw new FST_ERR_HTML_SSE_SOURCE_INVALID(`a function returning ${describe(made)}`)
-      }
-      source = made
-    }
-    this.code(200)
-    this.header('content-type', 'text/event-stream; charset=utf-8')
-    this.header('cache-control', 'no-cache, no-transform')
-    // nginx and some other proxies buffer responses unless told not to.
-    this.header('x-accel-buffering', 'no')
-    this.send(sink.stream)
     if (retryFrame !== null) sink.sendFrame(retryFrame)
     hub.open(sink, topics)
-    if (source !== undefined) void sink.pump(source)
+    if (source !== undefined) void sink.pump(typeof source === 'function' ? source(sink) : source)
     return sink
   })
 

@@ -285,9 +285,13 @@ test('a source may be a function of the sink, e.g. a generator function that use
   t.equal(client.events[0]?.data, String(<Button n={1} />))
   client.close()
   await until(() => stopped, 2000, 'the generator to stop')
-  const bad = await fetch(`${base}/bad`)
-  t.equal(bad.status, 500)
-  t.equal((await bad.json()).code, 'FST_ERR_HTML_SSE_SOURCE_INVALID')
+  const bad = await connect(`${base}/bad`)
+  await bad.ended
+  t.same(bad.events, [], 'a function that returns no iterable ends the stream')
+  t.match(
+    errorsIn(logs).map((l) => l.err?.code),
+    ['FST_ERR_HTML_SSE_SOURCE_INVALID']
+  )
   await until(() => app.sse.stats().connections === 0)
   t.same(
     errorsIn(logs).filter((l) => l.err?.code !== 'FST_ERR_HTML_SSE_SOURCE_INVALID'),
@@ -316,4 +320,33 @@ test('collectEvents rejects with coded errors on timeout, early end and a non-SS
     message: /404/
   })
   await until(() => app.sse.stats().connections === 0)
+})
+
+test('an async handler need not return, even with an onSend hook that awaits I/O; onSend does not see the stream', async (t) => {
+  const { app, logs } = await makeApp()
+  const sent: unknown[] = []
+  app.addHook('onSend', async (_req, _reply, payload) => {
+    await sleep(20)
+    sent.push(payload)
+    return payload
+  })
+  app.get('/events', async (_req, reply) => {
+    await sleep(1)
+    reply.sse(['<p>a</p>', '<p>b</p>'])
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await client.ended
+  await sleep(50)
+  t.same(
+    client.events.map((e) => e.data),
+    ['<p>a</p>', '<p>b</p>']
+  )
+  t.same(
+    logs.filter((l) => l.level >= 40),
+    [],
+    'no "reply already sent" warning, no error'
+  )
+  t.same(sent, [], 'onSend hooks transform payloads; an event stream has none')
 })
