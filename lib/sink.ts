@@ -159,6 +159,10 @@ export class Sink implements SseSink {
 
   /** @internal The client went away (or the response was destroyed). */
   gone(): void {
+    if (this.#closed) return
+    // Fastify logs a request and runs onResponse when the response finishes; a
+    // client that leaves first never lets it finish, so say it here.
+    this.#log.info('fastify-html-sse: the client closed the stream')
     this.#end(false, false)
   }
 

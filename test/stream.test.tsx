@@ -112,6 +112,29 @@ test('onResponse hooks run and the request is logged when the stream ends', asyn
   )
 })
 
+test('a client leaving is logged at info with the request id; onRequestAbort hooks run', async (t) => {
+  const { app, logs } = await makeApp()
+  let aborted = 0
+  app.addHook('onRequestAbort', (_request, done) => {
+    aborted++
+    done()
+  })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['x'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`)
+  await until(() => app.sse.stats().connections === 1)
+  client.close()
+  await until(() => app.sse.stats().connections === 0)
+  await until(() => aborted === 1, 2000, 'onRequestAbort')
+  const line = logs.find((l) => l.msg === 'fastify-html-sse: the client closed the stream')
+  t.equal(line?.level, 30)
+  t.ok(line?.reqId, 'with the request id')
+  t.same(errorsIn(logs), [])
+})
+
 test('a second reply.sse() returns the same sink; send() and comment() write frames', async (t) => {
   const { app } = await makeApp()
   app.get('/events', async (_req, reply) => {
