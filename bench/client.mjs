@@ -16,7 +16,7 @@
 
 import net from 'node:net'
 import { createParser } from 'eventsource-parser'
-import { renderHtml, parseHtml, EVENT_END, TS_MARK } from './payload.mjs'
+import { EVENT_END, parseHtml, renderHtml, TS_MARK } from './payload.mjs'
 
 const hrtime = process.hrtime.bigint
 const READ_BUF = Buffer.allocUnsafe(256 * 1024)
@@ -31,14 +31,26 @@ const ST_CRLF = 3
 const ST_IDENT = 4
 const ST_END = 5
 
-let conns = []
-let port = 0
-let request = Buffer.alloc(0)
+/**
+ * Connection groups: one per server the client is attached to (the parent
+ * keeps a `raw` reference server and the kind under test connected at the
+ * same time, and measures them back to back). Only the armed group counts.
+ */
+const groups = new Map()
+let active = null // the armed group
+function groupOf(name) {
+  let g = groups.get(name)
+  if (!g) {
+    g = { name, port: 0, conns: [], request: Buffer.alloc(0), headersOk: 0 }
+    groups.set(name, g)
+  }
+  return g
+}
 
 // measurement state
 let armed = false
 let mode = 'count'
-let perSocket = 0
+let _perSocket = 0
 let target = 0
 let total = 0
 let cpu0 = null
@@ -48,10 +60,10 @@ let latN = 0
 let now = 0n // receive time of the current read (latency mode)
 let verify = null
 let problems = [] // protocol errors, unexpected closes
-let headersOk = 0
 
 class Conn {
-  constructor(index) {
+  constructor(g, index) {
+    this.g = g
     this.index = index
     this.st = ST_HEAD
     this.head = ''
@@ -95,9 +107,10 @@ function onBytes(c, buf, i, end) {
           c.st = ST_END
           return
         }
-        if (!/\r\ncontent-type: *text\/event-stream/i.test(head)) problem(`socket ${c.index}: no text/event-stream content-type`)
+        if (!/\r\ncontent-type: *text\/event-stream/i.test(head))
+          problem(`socket ${c.index}: no text/event-stream content-type`)
         c.st = /\r\ntransfer-encoding: *chunked/i.test(head) ? ST_SIZE : ST_IDENT
-        headersOk++
+        c.g.headersOk++
         break
       }
       case ST_SIZE: {
@@ -111,7 +124,7 @@ function onBytes(c, buf, i, end) {
             }
             if (c.size === 0) {
               c.st = ST_END // last-chunk: the server ended the stream
-              if (armed) problem(`socket ${c.index}: server ended the response`)
+              if (armed && c.g === active) problem(`socket ${c.index}: server ended the response`)
               return
             }
             c.left = c.size
@@ -176,8 +189,9 @@ function onBytes(c, buf, i, end) {
 /** Body bytes [s, e) of connection c (already de-chunked). */
 function body(c, buf, s, e) {
   if (e <= s) return
-  if (verify !== null && c.index === 0) verify.feed(buf, s, e)
-  if (mode === 'latency' && armed) {
+  const counted = c.g === active
+  if (verify !== null && c.index === 0 && counted) verify.feed(buf, s, e)
+  if (mode === 'latency' && armed && counted) {
     latencyBody(c, buf, s, e)
     return
   }
@@ -209,7 +223,7 @@ function body(c, buf, s, e) {
     // longest proper suffix of the slice that is a prefix of the marker
     let part = 0
     const len = e - p
-    for (let l = len < PLEN - 1 ? len : PLEN - 1; l > 0; l--) {
+    for (let l = Math.min(len, PLEN - 1); l > 0; l--) {
       if (buf[e - l] !== PAT0) continue
       let ok = true
       for (let q = 1; q < l; q++) {
@@ -229,7 +243,7 @@ function body(c, buf, s, e) {
   }
   if (n > 0) {
     c.count += n
-    total += n
+    if (counted) total += n
   }
 }
 
@@ -292,7 +306,13 @@ function makeVerifier(seq0, expected) {
     },
     result() {
       if (state.events !== expected) fail(`socket 0 parsed ${state.events} events, expected ${expected}`)
-      return { events: state.events, ids: state.ids, comments: state.comments, retries: state.retries, errors: state.errors }
+      return {
+        events: state.events,
+        ids: state.ids,
+        comments: state.comments,
+        retries: state.retries,
+        errors: state.errors
+      }
     }
   }
 }
@@ -310,7 +330,7 @@ function finish() {
   const cpu = process.cpuUsage(cpu0)
   let min = Infinity
   let max = 0
-  for (const c of conns) {
+  for (const c of active.conns) {
     if (c.count < min) min = c.count
     if (c.count > max) max = c.count
   }
@@ -319,6 +339,7 @@ function finish() {
     t: Number(t),
     wallNs: Number(t - tArm),
     cpuMs: (cpu.user + cpu.system) / 1000,
+    sysMs: cpu.system / 1000,
     total,
     min,
     max,
@@ -342,11 +363,11 @@ function finish() {
   process.send(out)
 }
 
-function makeConn(index) {
-  const c = new Conn(index)
+function makeConn(g, index) {
+  const c = new Conn(g, index)
   c.socket = net.connect({
     host: '127.0.0.1',
-    port,
+    port: g.port,
     onread: {
       buffer: READ_BUF,
       callback(nread, buf) {
@@ -367,7 +388,7 @@ function makeConn(index) {
   })
   const ready = new Promise((resolve) => {
     c.socket.once('connect', () => {
-      c.socket.write(request)
+      c.socket.write(g.request)
       resolve()
     })
     c.socket.once('close', resolve)
@@ -375,51 +396,54 @@ function makeConn(index) {
   return { c, ready }
 }
 
-async function connect({ port: p, n, batch = 200 }) {
-  if (p !== port) {
-    for (const c of conns) {
+async function connect({ group = 'main', port, n, batch = 200 }) {
+  const g = groupOf(group)
+  if (port !== g.port) {
+    for (const c of g.conns) {
       c.closed = true
       c.socket.destroy()
     }
-    conns = []
-    headersOk = 0
-    port = p
-    request = Buffer.from(
+    g.conns = []
+    g.headersOk = 0
+    g.port = port
+    g.request = Buffer.from(
       `GET /events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n`,
       'latin1'
     )
   }
-  while (conns.length > n) {
-    const c = conns.pop()
+  while (g.conns.length > n) {
+    const c = g.conns.pop()
     c.closed = true
-    if (c.st !== ST_HEAD) headersOk--
+    if (c.st !== ST_HEAD) g.headersOk--
     c.socket.destroy()
   }
-  while (conns.length < n) {
+  while (g.conns.length < n) {
     const ready = []
-    const upto = Math.min(n, conns.length + batch)
-    while (conns.length < upto) {
-      const made = makeConn(conns.length)
-      conns.push(made.c)
+    const upto = Math.min(n, g.conns.length + batch)
+    while (g.conns.length < upto) {
+      const made = makeConn(g, g.conns.length)
+      g.conns.push(made.c)
       ready.push(made.ready)
     }
     await Promise.all(ready)
   }
-  return { open: conns.length, headersOk, problems }
+  return { open: g.conns.length, headersOk: g.headersOk, problems }
 }
 
-function arm({ k, mode: m = 'count', verify: v = false, seq0 = 0, latCapacity = 0 }) {
+function arm({ group = 'main', k, mode: m = 'count', verify: v = false, seq0 = 0, latCapacity = 0 }) {
+  const g = groupOf(group)
+  active = g
   problems = []
   mode = m
-  perSocket = k
-  target = k * conns.length
+  _perSocket = k
+  target = k * g.conns.length
   total = 0
-  for (const c of conns) {
+  for (const c of g.conns) {
     c.count = 0
     c.acc = ''
     if (c.part !== 0) problem(`socket ${c.index}: armed in the middle of an event`)
   }
-  verify = v && conns.length > 0 ? makeVerifier(seq0, k) : null
+  verify = v && g.conns.length > 0 ? makeVerifier(seq0, k) : null
   lat = m === 'latency' ? new Float64Array(latCapacity || target) : null
   latN = 0
   cpu0 = process.cpuUsage()
@@ -428,24 +452,49 @@ function arm({ k, mode: m = 'count', verify: v = false, seq0 = 0, latCapacity = 
   return {}
 }
 
-function status() {
+function status({ group = 'main' } = {}) {
+  const g = groupOf(group)
   let min = Infinity
   let max = 0
-  for (const c of conns) {
+  for (const c of g.conns) {
     if (c.count < min) min = c.count
     if (c.count > max) max = c.count
   }
-  return { armed, total, target, min, max, headersOk, open: conns.length, problems }
+  return { armed, total, target, min, max, headersOk: g.headersOk, open: g.conns.length, problems }
 }
 
 function disarm() {
   armed = false
   verify = null
   lat = null
-  return status()
+  return active ? status({ group: active.name }) : status()
+}
+
+/**
+ * CPU speed probe: a fixed integer loop, timed on this (pinned) core. On a
+ * VM the same work can take much longer when the host is busy (e.g. the SMT
+ * sibling of our vCPU); the parent uses this to spot disturbed measurements.
+ */
+function spin(n) {
+  let x = 0x9e3779b9 | 0
+  for (let i = 0; i < n; i++) x = (Math.imul(x ^ (x >>> 15), 0x85ebca6b) + i) | 0
+  return x
+}
+let spinSink = 0
+function calib() {
+  for (let i = 0; i < 3; i++) spinSink ^= spin(100_000) // warm
+  let best = Infinity
+  for (let i = 0; i < 5; i++) {
+    const t = process.hrtime.bigint()
+    spinSink ^= spin(1_000_000)
+    const d = Number(process.hrtime.bigint() - t)
+    if (d < best) best = d
+  }
+  return { ns: best, sink: spinSink & 1 }
 }
 
 const handlers = {
+  calib,
   connect,
   arm,
   status,

@@ -6,10 +6,10 @@
 // publish(html) -> (maybe) promise, count() -> open subscribed streams,
 // and a close() for shutdown.
 
-import http from 'node:http'
 import { existsSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import { renderHtml, frameHtml } from './payload.mjs'
+import http from 'node:http'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { frameHtml, renderHtml } from './payload.mjs'
 
 const hrtime = process.hrtime.bigint
 const kind = process.argv[2]
@@ -47,6 +47,34 @@ async function makeRaw() {
   }
 }
 
+/**
+ * Not a library: the Fastify floor. A Fastify route that hijacks the reply and
+ * then does exactly what `raw` does (one pre-built Buffer per publish written
+ * to every reply.raw). Shows what Fastify itself costs per connection / event.
+ */
+async function makeFastifyRaw() {
+  const { default: Fastify } = await import('fastify')
+  const app = Fastify(FASTIFY_OPTS)
+  const clients = new Set()
+  app.get('/events', (_request, reply) => {
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(200, SSE_HEADERS)
+    res.flushHeaders()
+    clients.add(res)
+    res.on('close', () => clients.delete(res))
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  return {
+    port: app.server.address().port,
+    count: () => clients.size,
+    publish(html) {
+      const buf = Buffer.from(frameHtml(html))
+      for (const res of clients) res.write(buf)
+    }
+  }
+}
+
 /** Fastify 5 + @fastify/sse: keep-alive route, reply.sse.send(html) on every reply. */
 async function makeFastifySse() {
   const { default: Fastify } = await import('fastify')
@@ -54,7 +82,7 @@ async function makeFastifySse() {
   const app = Fastify(FASTIFY_OPTS)
   await app.register(fastifySse, { heartbeatInterval: 0 })
   const replies = new Set()
-  app.get('/events', { sse: 'only' }, async (request, reply) => {
+  app.get('/events', { sse: 'only' }, async (_request, reply) => {
     reply.sse.keepAlive()
     reply.sse.sendHeaders()
     reply.raw.flushHeaders() // let the client see the 200 before the first event
@@ -86,7 +114,7 @@ async function makeBetterSse() {
   const { createSession, createChannel } = await import('better-sse')
   const app = Fastify(FASTIFY_OPTS)
   const channel = createChannel()
-  const serializer = (html) => ' ' + String(html).replaceAll('\n', '\ndata: ')
+  const serializer = (html) => ` ${String(html).replaceAll('\n', '\ndata: ')}`
   app.get('/events', async (request, reply) => {
     reply.hijack()
     const session = await createSession(request.raw, reply.raw, { keepAlive: null, serializer })
@@ -133,15 +161,26 @@ async function makeFastifySseV2() {
   }
 }
 
-/** Fastify 5 + this project's plugin, from the compiled ../dist/index.js. */
+/** The built plugin: BENCH_OURS_ENTRY, else the package's own entry (self-reference, dist/lib/index.js), else ../dist/index.js. */
+async function loadOurs() {
+  // the parent passes a snapshot of the build taken at the start of the run
+  if (process.env.BENCH_OURS_ENTRY) return import(pathToFileURL(process.env.BENCH_OURS_ENTRY).href)
+  try {
+    return await import('fastify-html-sse')
+  } catch (err) {
+    const fallback = new URL('../dist/index.js', import.meta.url)
+    if (existsSync(fileURLToPath(fallback))) return import(fallback.href)
+    throw new Error(`cannot load the built plugin (run npm run build): ${err.message}`)
+  }
+}
+
+/** Fastify 5 + this project's plugin, built (npm run build / npx tsc). */
 async function makeOurs() {
-  const distUrl = new URL('../dist/index.js', import.meta.url)
-  if (!existsSync(fileURLToPath(distUrl))) throw new Error('dist/index.js not found (run npx tsc)')
   const { default: Fastify } = await import('fastify')
-  const { default: htmlSse } = await import(distUrl.href)
+  const { default: htmlSse } = await loadOurs()
   const app = Fastify(FASTIFY_OPTS)
   await app.register(htmlSse, { heartbeatMs: 0, replay: 0 })
-  app.get('/events', (request, reply) => {
+  app.get('/events', (_request, reply) => {
     reply.sse({ topics: ['bench'] })
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
@@ -155,6 +194,7 @@ async function makeOurs() {
 
 const makers = {
   raw: makeRaw,
+  'fastify-raw': makeFastifyRaw,
   'fastify-sse': makeFastifySse,
   'better-sse': makeBetterSse,
   'fastify-sse-v2': makeFastifySseV2,
@@ -196,6 +236,7 @@ async function burst({ k, seq0 }) {
 /** `count` publishes at `rate`/s on a drift-free schedule; the timestamp is taken just before publish. */
 async function paced({ rate, count, seq0 }) {
   const stepNs = Math.round(1e9 / rate)
+  const cpu0 = process.cpuUsage()
   const start = hrtime()
   let late = 0
   for (let i = 0; i < count; i++) {
@@ -204,10 +245,34 @@ async function paced({ rate, count, seq0 }) {
     else if (dueMs < -stepNs / 1e6) late++ // more than one period behind schedule
     await srv.publish(renderHtml(seq0 + i, hrtime()))
   }
-  return { late }
+  return { late, cpu: cpuMs(cpu0) }
+}
+
+/**
+ * CPU speed probe: a fixed integer loop, timed on this (pinned) core. On a
+ * VM the same work can take much longer when the host is busy (e.g. the SMT
+ * sibling of our vCPU); the parent uses this to spot disturbed measurements.
+ */
+function spin(n) {
+  let x = 0x9e3779b9 | 0
+  for (let i = 0; i < n; i++) x = (Math.imul(x ^ (x >>> 15), 0x85ebca6b) + i) | 0
+  return x
+}
+let spinSink = 0
+function calib() {
+  for (let i = 0; i < 3; i++) spinSink ^= spin(100_000) // warm
+  let best = Infinity
+  for (let i = 0; i < 5; i++) {
+    const t = process.hrtime.bigint()
+    spinSink ^= spin(1_000_000)
+    const d = Number(process.hrtime.bigint() - t)
+    if (d < best) best = d
+  }
+  return { ns: best, sink: spinSink & 1 }
 }
 
 const handlers = {
+  calib,
   count: () => ({ count: srv.count() }),
   mem,
   burst,

@@ -185,7 +185,10 @@ test('a source whose return() throws or rejects is logged, and the stream still 
   await until(() => app.sse.stats().connections === 0)
   await until(() => logs.filter((l) => /while closing/.test(l.msg)).length === 2, 2000, 'both logged')
   t.match(
-    logs.filter((l) => /while closing/.test(l.msg)).map((l) => l.err?.message).sort(),
+    logs
+      .filter((l) => /while closing/.test(l.msg))
+      .map((l) => l.err?.message)
+      .sort(),
     ['async return failed', 'sync finally failed']
   )
 })

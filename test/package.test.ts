@@ -75,7 +75,10 @@ test('the packed package installs into an empty project and every entry works fr
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
   const npmFlags = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
   run('npm', ['install', join(dir, tarball as string), ...npmFlags], app)
-  t.notOk(readdirSync(join(app, 'node_modules')).includes('redis'), 'the Redis client is not installed unless asked for')
+  t.notOk(
+    readdirSync(join(app, 'node_modules')).includes('redis'),
+    'the Redis client is not installed unless asked for'
+  )
   writeFileSync(join(app, 'core.mjs'), CONSUMER)
   t.match(run('node', ['core.mjs'], app), /core ok/, 'core, components and testing entries work without Redis')
 
