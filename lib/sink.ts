@@ -71,6 +71,7 @@ const kSinkOfResponse = Symbol('fastify-html-sse.sink-of-response')
 function onResponseClose(this: RawReply): void {
   ;(this as unknown as Record<symbol, Sink>)[kSinkOfResponse]?.gone()
 }
+
 const SENT = Promise.resolve(true)
 const NOT_SENT = Promise.resolve(false)
 
