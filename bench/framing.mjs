@@ -819,8 +819,11 @@ function render() {
       if (!r || r.cell.verdict === 'exact' || r.cell.verdict === 'normalized' || r.cell.verdict === 'n/a') continue
       const extra = r.cell.extra.filter(Boolean)
       let wire = ''
-      if (r.raw !== undefined && c.key !== 'big')
-        wire = ` — wire: \`${JSON.stringify(r.raw.slice(0, 160)).slice(1, -1).replaceAll('`', "'")}\``
+      if (r.raw !== undefined && c.key !== 'big') {
+        // better-sse writes a random UUID as the id of every event: shown as <uuid> so the report is stable
+        const raw = r.raw.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<uuid>')
+        wire = ` — wire: \`${JSON.stringify(raw.slice(0, 160)).slice(1, -1).replaceAll('`', "'")}\``
+      }
       lines.push(`  - **${c.label}**: ${r.cell.text}${extra.length ? ` (${extra.join('; ')})` : ''}${wire}`)
     }
     const na = cols.filter((c) => row?.get(c.key)?.cell.verdict === 'n/a').map((c) => row.get(c.key).cell.text)

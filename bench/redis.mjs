@@ -544,7 +544,8 @@ function parseArgs(argv) {
     out: path.join(HERE, 'REDIS.md'),
     maxForeign: 0.15,
     retries: 2,
-    quietBudget: 300
+    quietBudget: 300,
+    kinds: ['memory', 'redis']
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -560,7 +561,12 @@ function parseArgs(argv) {
     else if (a === '--lat-rate') o.latRate = num()
     else if (a === '--lat-seconds') o.latSeconds = num()
     else if (a === '--url') o.url = argv[++i]
-    else if (a === '--no-pin') o.pin = false
+    else if (a === '--kinds') {
+      o.kinds = argv[++i].split(',').filter(Boolean)
+      const bad = o.kinds.filter((k) => !['memory', 'redis', 'redis-1'].includes(k))
+      if (bad.length || !o.kinds.includes('memory') || !o.kinds.includes('redis'))
+        throw new Error('--kinds: memory and redis, optionally redis-1 (e.g. memory,redis,redis-1)')
+    } else if (a === '--no-pin') o.pin = false
     else if (a === '--no-wait') o.wait = false
     else if (a === '--no-write') o.write = false
     else if (a === '--out') o.out = path.resolve(argv[++i])
@@ -896,7 +902,9 @@ async function parent() {
     const servers =
       kind === 'memory'
         ? [await startServer('memory', 'memory')]
-        : [await startServer('A', 'redis'), await startServer('B', 'redis')]
+        : kind === 'redis-1'
+          ? [await startServer('A', 'redis')]
+          : [await startServer('A', 'redis'), await startServer('B', 'redis')]
     const publisher = servers[0]
     const client = await startClient()
     // the processes whose CPU is ours
@@ -906,9 +914,9 @@ async function parent() {
       pids[`redis${i || ''}`] = pid
     })
 
-    // connect: the same two groups of half the clients in both kinds (memory: both to the one instance)
+    // connect: the same two groups of half the clients in every kind (one instance: both groups on it)
     const targets =
-      kind === 'memory'
+      servers.length === 1
         ? [
             { port: publisher.port, n: half },
             { port: publisher.port, n: half }
@@ -919,7 +927,7 @@ async function parent() {
           ]
     const con = await client.rpc('connect', { targets }, 120_000)
     if (con.problems.length) throw new Error(`connect: ${con.problems.slice(0, 3).join('; ')}`)
-    const expect = kind === 'memory' ? [opt.clients] : [half, half]
+    const expect = servers.length === 1 ? [opt.clients] : [half, half]
     for (let i = 0; i < servers.length; i++) {
       const end = Date.now() + 30_000
       for (;;) {
@@ -1027,7 +1035,7 @@ async function parent() {
     return row
   }
 
-  const kinds = ['memory', 'redis']
+  const kinds = opt.kinds
   log(
     `memory (1 instance) vs redis (2 instances), ${opt.clients} clients, K=${opt.k}, ${opt.rounds} rounds; ` +
       `pinning: ${canPin ? 'servers CPU 0, client CPU 1' : 'none'}; Redis ${redisVersion} at ${opt.url}, key ${key}`
@@ -1094,14 +1102,15 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
   const by = (kind) => rows.filter((r) => r.kind === kind)
   const med = (kind, f) => median(by(kind).map(f))
   const mem = by('memory')
-  const red = by('redis')
-  // per-round ratio: redis of round r / memory of round r (adjacent runs)
-  const ratios = red
-    .map((r) => {
-      const m = mem.find((x) => x.round === r.round)
-      return m ? r.eventsPerSec / m.eventsPerSec : null
-    })
-    .filter((x) => x != null)
+  // per-round ratio: kind of round r / memory of round r (adjacent runs)
+  const ratiosOf = (kind) =>
+    by(kind)
+      .map((r) => {
+        const m = mem.find((x) => x.round === r.round)
+        return m ? r.eventsPerSec / m.eventsPerSec : null
+      })
+      .filter((x) => x != null)
+  const ratios = ratiosOf('redis')
   const ratioOfMedians = med('redis', (r) => r.eventsPerSec) / med('memory', (r) => r.eventsPerSec)
   const ratioMedian = median(ratios)
   let cpuModel = '?'
@@ -1131,7 +1140,7 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
     `- process placement: ${canPin ? 'every server instance on CPU 0, the load client on CPU 1 (`taskset -c`); redis-server and this parent unpinned' : 'no pinning'}`
   )
   L.push(
-    `- rounds: ${opt.rounds}, kinds alternating (memory, redis, memory, redis, …), fresh processes for every kind in every round; values are medians over rounds`
+    `- rounds: ${opt.rounds}, kinds alternating (${[...opt.kinds, ...opt.kinds].join(', ')}, …), fresh processes for every kind in every round; values are medians over rounds`
   )
   if (failed) L.push(`- **the run failed**: ${String(failed.message ?? failed).split('\n')[0]}`)
   L.push('')
@@ -1141,13 +1150,13 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
     `| kind | instances × clients | delivered events/s | server CPU ms / 1,000 events | Redis CPU ms / 1,000 events | p50 latency | p99 latency |`
   )
   L.push('|---|---|---:|---:|---:|---:|---:|')
-  const line = (kind, label) =>
+  const line = (kind, label, shown = kind) =>
     L.push(
-      `| ${kind} | ${label} | ${fmt(med(kind, (r) => r.eventsPerSec))} | ${fmt(
+      `| ${shown} | ${label} | ${fmt(med(kind, (r) => r.eventsPerSec))} | ${fmt(
         med(kind, (r) => r.serverCpuPer1k),
         2
       )} | ${
-        kind === 'redis'
+        kind !== 'memory'
           ? fmt(
               med(kind, (r) => r.redisCpuPer1k),
               2
@@ -1157,6 +1166,9 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
     )
   line('memory', `1 × ${fmt(opt.clients)}`)
   line('redis', `2 × ${fmt(opt.clients / 2)}`)
+  if (by('redis-1').length) {
+    line('redis-1', `1 × ${fmt(opt.clients)}`, 'redis-1 (diagnostic)')
+  }
   L.push('')
   const target = ratioMedian != null && ratioMedian >= 0.7
   L.push(
@@ -1180,6 +1192,18 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
   L.push(
     `- p99 latency at ${opt.latRate} msg/s: redis ${fmt(p99Ratio, 2)}× memory (${fmt(med('redis', (r) => r.lat?.p99) / 1000, 2)} vs ${fmt(med('memory', (r) => r.lat?.p99) / 1000, 2)} ms). At this rate latency is mostly the fan-out itself: one event to ${fmt(opt.clients)} sockets takes ${fmt((opt.clients / med('memory', (r) => r.eventsPerSec)) * 1000, 0)} ms at the memory broker's burst rate.`
   )
+  if (by('redis-1').length) {
+    const r1 = median(ratiosOf('redis-1'))
+    const c1 = med('redis-1', (r) => r.serverCpuPer1k) / med('memory', (r) => r.serverCpuPer1k)
+    L.push(
+      `- Diagnostic \`redis-1\` (one instance on the Redis broker, all ${fmt(opt.clients)} clients, same core): ${fmt(r1, 2)}× memory events/s (median of the per-round ratios ${ratiosOf(
+        'redis-1'
+      )
+        .map((x) => x.toFixed(2))
+        .join(', ')}), server CPU per event ${fmt(c1, 2)}× memory. ` +
+        'It separates what the Redis path costs from what running two instances on one core costs.'
+    )
+  }
   L.push('')
   L.push('## Every round')
   L.push('')
@@ -1189,7 +1213,7 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
   L.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|')
   for (const r of rows) {
     L.push(
-      `| ${r.round} | ${r.kind} | ${fmt(r.eventsPerSec)} | ${fmt(r.wallMs)} | ${fmt(r.publishMs)} | ${fmt(r.serverBusy * 100)}% | ${fmt(r.serverCpuPer1k, 2)} (${r.instanceCpuPer1k.map((x) => fmt(x, 2)).join(' + ')}) | ${r.kind === 'redis' ? fmt(r.redisCpuPer1k, 2) : '–'} | ${fmt(r.clientBusy * 100)}% | ${fmt(r.softirq, 2)} | ${fmt(r.foreign, 2)} / ${fmt(r.latForeign, 2)}${r.foreign > opt.maxForeign && r.foreignTop.length ? ` (${r.foreignTop.join(', ')})` : ''} | ` +
+      `| ${r.round} | ${r.kind} | ${fmt(r.eventsPerSec)} | ${fmt(r.wallMs)} | ${fmt(r.publishMs)} | ${fmt(r.serverBusy * 100)}% | ${fmt(r.serverCpuPer1k, 2)} (${r.instanceCpuPer1k.map((x) => fmt(x, 2)).join(' + ')}) | ${r.kind !== 'memory' ? fmt(r.redisCpuPer1k, 2) : '–'} | ${fmt(r.clientBusy * 100)}% | ${fmt(r.softirq, 2)} | ${fmt(r.foreign, 2)} / ${fmt(r.latForeign, 2)}${r.foreign > opt.maxForeign && r.foreignTop.length ? ` (${r.foreignTop.join(', ')})` : ''} | ` +
         `${fmt(r.lat?.p50 / 1000, 2)} | ${fmt(r.lat?.p90 / 1000, 2)} | ${fmt(r.lat?.p99 / 1000, 2)} | ${fmt(r.lat?.max / 1000, 1)} | ${r.problems.length ? `**${r.problems.slice(0, 2).join('; ')}**` : `ok (${r.verify.events} events, ids ${r.verify.sameIds ? 'equal on both sockets' : 'differ'}, e.g. \`${r.verify.idSample}\`)`} |`
     )
   }
@@ -1208,6 +1232,11 @@ function render({ opt, rows, redisVersion, redisAffinity, canPin, nproc, key, to
   L.push(
     `- **redis**: two such instances, A and B, each its own child process with \`broker: redisBroker({ url: '${opt.url}', prefix })\`; ${fmt(opt.clients / 2)} clients on each. Every publish is issued on A (\`await app.sse.publish('bench', html)\`): it is an \`XADD\` to the stream; both A and B deliver it from their own \`XREAD BLOCK\` loop, so B's clients get every event through Redis, and so do A's (the broker has no local shortcut).`
   )
+  if (opt.kinds.includes('redis-1')) {
+    L.push(
+      '- **redis-1** (diagnostic, opt-in with `--kinds memory,redis,redis-1`): instance A alone with `redisBroker`, all clients on it; publishes on A, delivered from its `XREAD` loop.'
+    )
+  }
   L.push(
     `- **Process placement** (${nproc} CPUs): every server instance pinned to CPU 0, the load client to CPU 1, with \`taskset -c\`; redis-server runs as it was started (affinity ${redisAffinity}) and the parent (idle during measurements) unpinned. So the server side has one core in both kinds: the memory instance alone, or A and B sharing it. This is the like-for-like comparison on this machine (the same CPU for the SSE servers in both kinds); it measures what the Redis path costs per event, not what a second core would add. With one core per instance (a real deployment), the per-event CPU column is the better guide: the delivered rate is bounded by roughly 1 / (CPU per event) per core.`
   )
