@@ -51,14 +51,17 @@ export class Hub implements SinkOwner {
   }
 
   /** The broker's listener: hands one event's bytes to every local subscriber of its topic. */
-  readonly deliver = (event: BrokerEvent): void => {
+  readonly deliver = (event: BrokerEvent): boolean => {
     const subscribers = this.#topics.get(event.topic)
-    if (subscribers === undefined) return
+    if (subscribers === undefined) return true
     const frame = event.frame
+    let flowing = true
     for (const sink of subscribers) {
       if (sink.pending !== null) sink.pending.push(event)
-      else if (!sink.write(frame)) this.pressure = true
+      else if (!sink.write(frame)) flowing = false
     }
+    if (!flowing) this.pressure = true
+    return flowing
   }
 
   add(sink: Sink): void {

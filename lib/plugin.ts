@@ -2,12 +2,10 @@
  * The Fastify plugin: option checks, the `reply.sse()` and `app.sse`
  * decorators, the client files, and the hooks that close every stream.
  */
-import { readFileSync } from 'node:fs'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { createRequire } from 'node:module'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { ASSETS, type AssetName, DEFAULT_ASSETS_PREFIX } from './assets.js'
+import { DEFAULT_ASSETS_PREFIX, serveAssets } from './assets.js'
 import { checkReplay, memoryBroker } from './broker/memory.js'
 import type { Broker } from './broker/types.js'
 import {
@@ -58,6 +56,12 @@ export interface SseHub {
    * ```
    */
   publish(topic: string, html: Html, event?: string, options?: PublishOptions): Promise<string>
+  /**
+   * The newest id in the broker's log, or null when it is empty. Render a page's
+   * state, take `lastId()`, and pass it to `<SseSource lastEventId>`: the stream's
+   * first connection resumes from it, so nothing published in between is lost.
+   */
+  lastId(): Promise<string | null>
   /** Open streams, subscribers per topic, events published, streams dropped. */
   stats(): SseStats
 }
@@ -97,7 +101,7 @@ function checkInteger(name: string, value: unknown, min: number, max = Number.MA
 
 function checkBroker(broker: unknown): Broker {
   const b = broker as Record<string, unknown> | null
-  for (const method of ['publish', 'replay', 'listen', 'unlisten', 'close']) {
+  for (const method of ['publish', 'replay', 'lastId', 'listen', 'unlisten', 'close']) {
     if (b === null || typeof b !== 'object' || typeof b[method] !== 'function') {
       throw new FST_ERR_HTML_SSE_OPTION_INVALID('broker', `must implement the Broker contract (missing ${method}())`)
     }
@@ -211,26 +215,11 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       }
       return id
     },
+    lastId: () => broker.lastId(),
     stats: () => hub.stats()
   } satisfies SseHub)
 
-  if (assetsPrefix !== false) {
-    const require = createRequire(import.meta.url)
-    const files = new Map<string, Buffer>()
-    for (const [name, file] of Object.entries(ASSETS)) files.set(name, readFileSync(require.resolve(file)))
-    app.get(
-      `${assetsPrefix}:file`,
-      { schema: { hide: true } as Record<string, unknown> },
-      (request: FastifyRequest<{ Params: { file: AssetName } }>, reply) => {
-        const body = files.get(request.params.file)
-        if (body === undefined) return reply.callNotFound()
-        return reply
-          .header('content-type', 'text/javascript; charset=utf-8')
-          .header('cache-control', 'public, max-age=86400')
-          .send(body)
-      }
-    )
-  }
+  if (assetsPrefix !== false) serveAssets(app, assetsPrefix)
 
   // Close streams before the server stops accepting, so app.close() never waits on them.
   app.addHook('preClose', (done) => {

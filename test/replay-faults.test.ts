@@ -13,6 +13,7 @@ function wrapped(replay: (inner: Broker, topics: readonly string[], lastId: stri
   const broker: Broker = {
     publish: (topic, body) => inner.publish(topic, body),
     replay: (topics, lastId) => replay(inner, topics, lastId),
+    lastId: () => inner.lastId(),
     listen: (listener) => inner.listen(listener),
     unlisten: (listener) => inner.unlisten(listener),
     close: () => inner.close()

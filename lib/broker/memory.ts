@@ -59,6 +59,10 @@ class MemoryBroker implements Broker {
     return Promise.resolve({ found: true, events })
   }
 
+  lastId(): Promise<string | null> {
+    return Promise.resolve(this.#seq === 0 ? null : `${this.#epoch}-${this.#seq}`)
+  }
+
   listen(listener: BrokerListener): Promise<void> {
     this.#listeners.add(listener)
     return Promise.resolve()

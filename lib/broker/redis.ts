@@ -275,6 +275,16 @@ class RedisStreamBroker implements RedisBroker {
     return { found: true, events }
   }
 
+  async lastId(): Promise<string | null> {
+    const client = await this.#client()
+    if (!client.isReady) throw unavailable(`Redis at ${this.#target} is unreachable; the broker is reconnecting`)
+    try {
+      return entriesOf(await client.sendCommand(['XREVRANGE', this.#key, '+', '-', 'COUNT', '1']))[0]?.[0] ?? null
+    } catch (err) {
+      throw unavailable(`Redis at ${this.#target} failed: ${(err as Error).message}`, err)
+    }
+  }
+
   async listen(listener: BrokerListener): Promise<void> {
     if (this.#closing !== null) throw unavailable('it is closed')
     if (this.#started === null) {

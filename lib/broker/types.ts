@@ -9,8 +9,19 @@
  *   `<a>-<b>` of two non-negative integers, ordered by `a` then `b`
  *   (`compareIds`), as Redis Streams ids are. A sink on several topics therefore
  *   resumes exactly from one `Last-Event-ID`.
- * - `listen(listener)` delivers every event appended from then on, of every
- *   topic, once, in id order, on every instance that shares the broker.
+ * - `listen(listener, onGap?)` delivers every event appended from then on, of
+ *   every topic, once, in id order, on every instance that shares the broker.
+ *   A listener returns `false` when some socket it wrote to is over its
+ *   high-water mark: a broker delivering a batch then yields to I/O
+ *   (`setImmediate`) before the next event, the same pacing as local publishes,
+ *   so a client that keeps reading is never shed by a burst.
+ * - When a broker can no longer deliver every event in order (an instance
+ *   stalled and the log was trimmed past its position), it calls `onGap(head)`
+ *   instead of skipping silently, then goes on with the events after `head`
+ *   (the newest id it knows). The hub sends its streams a `reset` carrying
+ *   `head`, so pages refetch their state and nothing is lost unseen.
+ * - `lastId()` is the newest id of the log (null when empty): a page renders
+ *   its state, takes `lastId()`, and its stream resumes from there.
  * - `replay(topics, lastId)` returns the events of `topics` after `lastId`, in
  *   order, when `lastId` is still in the log (or is the newest id); otherwise it
  *   says the id was not found and gives the newest id, so the caller can send a
@@ -42,17 +53,30 @@ export interface BrokerLogger {
   error(obj: object, msg: string): void
 }
 
-/** Receives live events in id order. */
-export type BrokerListener = (event: BrokerEvent) => void
+/**
+ * Receives live events in id order. Returns `false` when a socket is over its
+ * high-water mark: the broker yields to I/O before delivering the next event.
+ */
+export type BrokerListener = (event: BrokerEvent) => unknown
+
+/** Told that events were skipped: `head` is the newest id; delivery goes on after it. */
+export type BrokerGapListener = (head: string | null) => void
 
 /** A broker: where published events travel. See the module comment for the rules. */
 export interface Broker {
   /** Appends an event; resolves to its id once it is in the log. */
   publish(topic: string, body: string): Promise<string>
-  /** The events of `topics` after `lastId`, or `found: false` when `lastId` is unknown or expired. */
+  /**
+   * The events of `topics` after `lastId`, or `found: false` when `lastId` is
+   * unknown or expired. Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when
+   * the backend cannot answer (the hub then keeps the client's position: it ends
+   * the stream so the browser comes back with the same id, never a `reset`).
+   */
   replay(topics: readonly string[], lastId: string): Promise<BrokerReplay>
-  /** Starts delivering live events to `listener`. */
-  listen(listener: BrokerListener): Promise<void>
+  /** The newest id in the log, or null when it is empty. Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when it cannot tell. */
+  lastId(): Promise<string | null>
+  /** Starts delivering live events to `listener`; `onGap` is told when events had to be skipped. */
+  listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void>
   /** Stops delivering to `listener`. */
   unlisten(listener: BrokerListener): Promise<void>
   /** Stops delivery and releases what the broker created. Idempotent. */
