@@ -1,4 +1,4 @@
-import { DEFAULT_ASSETS_PREFIX, HTMX_SCRIPTS } from '../lib/assets.js'
+import { assetPath, DEFAULT_ASSETS_PREFIX, HTMX_SCRIPTS } from '../lib/assets.js'
 import { FST_ERR_HTML_SSE_COMPONENT_PROPS } from '../lib/errors.js'
 
 /** Props of `<HtmxScripts>`. */
@@ -11,7 +11,11 @@ export interface HtmxScriptsProps {
 
 /**
  * The `<script>` tags that load htmx and its SSE extension from the app itself
- * (the plugin serves the installed, pinned files: no CDN needed).
+ * (the plugin serves the installed, pinned files: no CDN needed). Each path
+ * carries a hash of the file, so browsers cache it for good and an upgrade is
+ * picked up at once. For htmx 2 it also loads the small script that keeps a
+ * page's place in its streams when htmx-ext-sse replaces an EventSource after an
+ * HTTP error (htmx 4's `hx-sse` keeps it itself).
  *
  * @example
  * ```tsx
@@ -24,7 +28,7 @@ export function HtmxScripts({ htmx = 2, prefix = DEFAULT_ASSETS_PREFIX }: HtmxSc
   return (
     <>
       {files.map((file) => (
-        <script src={prefix + file}></script>
+        <script src={assetPath(file, prefix)}></script>
       ))}
     </>
   )

@@ -1,2 +1,3 @@
 export { HtmxScripts, type HtmxScriptsProps } from './htmx-scripts.js'
+export { Partial, type PartialProps } from './partial.js'
 export { SseSource, type SseSourceProps } from './sse-source.js'

@@ -17,6 +17,14 @@ export type SseSourceProps = PropsWithChildren<
     close?: string
     /** Which htmx line the page loads. @default 2 */
     htmx?: 2 | 4
+    /**
+     * Where the stream's first connection resumes: the id the page's state was
+     * rendered at (`await app.sse.lastId()`), so nothing published between
+     * rendering and connecting is lost. Sent as the `lastEventId` query parameter;
+     * on later reconnects the `Last-Event-ID` header, which is newer, wins.
+     * `null` or `undefined` (an empty log) adds nothing.
+     */
+    lastEventId?: string | null
   } & JSX.HtmlTag
 >
 
@@ -31,10 +39,15 @@ export type SseSourceProps = PropsWithChildren<
  * @example
  * ```tsx
  * <SseSource url="/events" swap="message" id="clock">waiting…</SseSource>
+ * // Resume from the moment the list was rendered:
+ * <SseSource url="/notes/events" lastEventId={await app.sse.lastId()}>
+ *   <NoteList notes={notes} />
+ * </SseSource>
  * ```
  */
 export function SseSource(props: SseSourceProps): JSX.Element {
-  const { url, swap = 'message', close, htmx = 2, children, ...rest } = props
+  const { url: base, swap = 'message', close, htmx = 2, lastEventId, children, ...rest } = props
+  const url = withLastEventId(base, lastEventId)
   if (htmx === 4) {
     if (swap !== 'message' && swap !== false) {
       throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(
@@ -56,4 +69,21 @@ export function SseSource(props: SseSourceProps): JSX.Element {
       {children}
     </div>
   )
+}
+
+/** `url` with the `lastEventId` query parameter added (before any `#fragment`). */
+function withLastEventId(url: string, lastEventId: string | null | undefined): string {
+  if (lastEventId === undefined || lastEventId === null) return url
+  if (typeof lastEventId !== 'string') {
+    throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`lastEventId must be a string, got ${typeof lastEventId}`)
+  }
+  const hash = url.indexOf('#')
+  const path = hash === -1 ? url : url.slice(0, hash)
+  const fragment = hash === -1 ? '' : url.slice(hash)
+  const query = path.indexOf('?')
+  if (query !== -1 && new URLSearchParams(path.slice(query + 1)).has('lastEventId')) {
+    throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`the url "${url}" already carries lastEventId; pass it in one place`)
+  }
+  const separator = query === -1 ? '?' : path.endsWith('?') || path.endsWith('&') ? '' : '&'
+  return `${path}${separator}lastEventId=${encodeURIComponent(lastEventId)}${fragment}`
 }
