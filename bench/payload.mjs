@@ -1,45 +1,33 @@
-// Shared payload for the fan-out benchmark: a 3-line HTML fragment of ~300
-// bytes. The render is deterministic in (seq, ts), so the verifier in the
-// load client can rebuild the exact expected HTML from the values it finds.
+// The published HTML: a 3-line fragment (about 300 bytes by default) with a
+// sequence number and the publish time (process.hrtime.bigint(), CLOCK_MONOTONIC,
+// comparable across processes on Linux). It is deterministic in
+// (seq, ts, size), so a verifier can rebuild exactly what was sent.
 
-const FILL =
-  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor ' +
-  'incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud ' +
-  'exercitation ullamco laboris nisi ut aliquip'
+const WORDS =
+  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. '
+const pad = (value, width) => String(value).padStart(width, '0')
 
-/** Fixed-width decimal (keeps the payload size constant). */
-function pad(value, width) {
-  const s = String(value)
-  return s.length >= width ? s : '0'.repeat(width - s.length) + s
+/** The fragment for (seq, ts), `size` bytes long (at least 96). */
+export function renderHtml(seq, ts, size = 300) {
+  const head = `<div class="row" id="r${pad(seq, 8)}" data-t="${pad(ts, 20)}">\n  <span class="cell">`
+  const tail = '</span>\n</div>'
+  const n = Math.max(0, size - head.length - tail.length)
+  return head + WORDS.repeat(Math.ceil(n / WORDS.length)).slice(0, n) + tail
 }
 
-/**
- * @param {number} seq  message sequence number (within the server's life)
- * @param {bigint} ts   process.hrtime.bigint() at publish time (CLOCK_MONOTONIC, ns)
- * @returns {string} three lines joined by "\n", no trailing newline
- */
-export function renderHtml(seq, ts) {
-  return (
-    `<div class="row" id="r${pad(seq, 8)}" data-t="${pad(ts, 20)}">\n` +
-    `  <span class="cell">${FILL}</span>\n` +
-    '</div>'
-  )
-}
-
-/** Pulls (seq, ts) back out of a rendered fragment; null if it does not look like one. */
 const PARSE = /^<div class="row" id="r(\d{8})" data-t="(\d{20})">\n/
+/** (seq, ts, size) of a rendered fragment; null when it is not one. */
 export function parseHtml(html) {
   const m = PARSE.exec(html)
-  if (m === null) return null
-  return { seq: Number(m[1]), ts: BigInt(m[2]) }
+  return m && { seq: Number(m[1]), ts: BigInt(m[2]), size: Buffer.byteLength(html) }
 }
 
-/** The wire bytes a plain SSE `message` event carries for `html` (one data: line per line). */
-export function frameHtml(html) {
-  return `data: ${html.replaceAll('\n', '\ndata: ')}\n\n`
+/** The bytes of a plain SSE `message` event carrying `html`, with an optional id. */
+export function frameHtml(html, id) {
+  return `${id === undefined ? '' : `id: ${id}\n`}data: ${html.replaceAll('\n', '\ndata: ')}\n\n`
 }
 
-/** Every event ends with the last HTML line followed by the blank-line terminator. */
+/** Every event ends with the last HTML line and the blank line. */
 export const EVENT_END = '</div>\n\n'
-/** Marker in front of the timestamp (latency mode). */
+/** In front of the publish time. */
 export const TS_MARK = 'data-t="'

@@ -1,0 +1,284 @@
+// The load client, one child process (`new Child('load', 'load.mjs')`): raw
+// node:net sockets reading into one shared buffer, the HTTP/1.1 head and the
+// chunked encoding decoded by hand, events counted by the end-of-event marker
+// of bench/payload.mjs with Buffer#indexOf. Optionally it takes publish-to-
+// receive latencies, and feeds chosen sockets through eventsource-parser,
+// checking every event byte for byte, in order, once (or after a `reset`).
+// Sockets come from 127.0.0.2-9 in turn (ephemeral ports are per source
+// address) and are reset on close, so TIME_WAIT does not starve the next run.
+
+import net from 'node:net'
+import { createParser } from 'eventsource-parser'
+import { serve } from './harness.mjs'
+import { EVENT_END, parseHtml, renderHtml, TS_MARK } from './payload.mjs'
+import { quantile } from './stats.mjs'
+
+const hrtime = process.hrtime.bigint
+const READ_BUF = Buffer.allocUnsafe(256 * 1024)
+const PAT = Buffer.from(EVENT_END)
+const [HEAD, SIZE, DATA, CRLF, IDENT, END] = [0, 1, 2, 3, 4, 5]
+const groups = new Map()
+let made = 0
+let run = null // the armed measurement
+let now = 0n
+
+const group = (name) => {
+  if (!groups.has(name)) groups.set(name, { name, conns: [], statuses: {}, closeHeader: 0 })
+  return groups.get(name)
+}
+
+/** Checks every event of one socket: exact data, seq order, no duplicate; a gap is a loss unless a reset came first. */
+function verifier(expectSeq) {
+  const v = { events: 0, resets: 0, lost: 0, dups: 0, bad: 0, lastSeq: expectSeq - 1, afterReset: false, first: null }
+  const decoder = new TextDecoder()
+  const parser = createParser({
+    onEvent(ev) {
+      if (ev.event === 'reset') {
+        v.resets++
+        v.afterReset = true
+        return
+      }
+      const p = parseHtml(ev.data)
+      if (!p || (ev.event ?? 'message') !== 'message' || ev.data !== renderHtml(p.seq, p.ts, p.size)) {
+        v.bad++
+        return
+      }
+      v.events++
+      v.first ??= p.seq
+      if (p.seq <= v.lastSeq) v.dups++
+      else if (p.seq > v.lastSeq + 1 && !v.afterReset) v.lost += p.seq - v.lastSeq - 1
+      v.afterReset = false
+      v.lastSeq = Math.max(v.lastSeq, p.seq)
+    },
+    onError: () => v.bad++
+  })
+  v.feed = (buf, s, e) => parser.feed(decoder.decode(buf.subarray(s, e), { stream: true }))
+  return v
+}
+
+function onBytes(c, buf, i, end) {
+  while (i < end) {
+    if (c.st === HEAD) {
+      const had = c.head.length
+      c.head += buf.toString('latin1', i, end)
+      const at = c.head.indexOf('\r\n\r\n')
+      if (at < 0) return
+      i += at + 4 - had
+      const head = c.head.slice(0, at)
+      c.head = ''
+      c.status = Number(head.slice(9, 12))
+      c.g.statuses[c.status] = (c.g.statuses[c.status] ?? 0) + 1
+      if (/\r\nconnection: *close/i.test(head)) c.g.closeHeader++
+      c.headAt = hrtime()
+      c.onHead?.()
+      if (c.status !== 200) c.st = END
+      else c.st = /\r\ntransfer-encoding: *chunked/i.test(head) ? SIZE : IDENT
+    } else if (c.st === SIZE) {
+      const at = buf.indexOf(10, i)
+      if (at < 0 || at >= end) {
+        c.line += buf.toString('latin1', i, end)
+        return
+      }
+      c.left = Number.parseInt(c.line + buf.toString('latin1', i, at), 16)
+      c.line = ''
+      i = at + 1
+      c.st = c.left > 0 ? DATA : END
+    } else if (c.st === DATA) {
+      const n = Math.min(c.left, end - i)
+      body(c, buf, i, i + n)
+      i += n
+      c.left -= n
+      if (c.left === 0) [c.st, c.crlf] = [CRLF, 2]
+    } else if (c.st === CRLF) {
+      i++
+      if (--c.crlf === 0) c.st = SIZE
+    } else if (c.st === IDENT) {
+      body(c, buf, i, end)
+      return
+    } else return
+  }
+}
+
+/** De-chunked body bytes [s, e): count events (markers may straddle reads), take latencies, verify. */
+function body(c, buf, s, e) {
+  c.verify?.feed(buf, s, e)
+  const armed = run !== null && run.g === c.g
+  if (armed && run.latency) {
+    c.acc += buf.toString('latin1', s, e)
+    let from = 0
+    for (let at = c.acc.indexOf(EVENT_END); at >= 0; at = c.acc.indexOf(EVENT_END, from)) {
+      const t = c.acc.lastIndexOf(TS_MARK, at) + TS_MARK.length
+      if (run.lat.length < run.latMax) run.lat.push(Number(now - BigInt(c.acc.slice(t, t + 20))) / 1e6)
+      c.count++
+      run.total++
+      from = at + PAT.length
+    }
+    c.acc = c.acc.slice(from)
+    return
+  }
+  let n = 0
+  if (c.tail.length) {
+    // a marker that started in the previous read
+    const edge = Buffer.concat([c.tail, buf.subarray(s, Math.min(e, s + PAT.length - 1))])
+    const at = edge.indexOf(PAT)
+    if (at >= 0 && at < c.tail.length) n++
+  }
+  const view = buf.subarray(s, e)
+  for (let at = view.indexOf(PAT); at >= 0; at = view.indexOf(PAT, at + PAT.length)) n++
+  const keep = PAT.length - 1
+  c.tail =
+    view.length >= keep ? Buffer.from(view.subarray(view.length - keep)) : Buffer.concat([c.tail, view]).subarray(-keep)
+  c.count += n
+  if (armed) run.total += n
+}
+
+function check() {
+  if (run === null) return
+  const done =
+    run.untilSeq !== undefined ? run.g.conns.every((c) => c.verify.lastSeq >= run.untilSeq) : run.total >= run.target
+  if (!done) return
+  const r = run
+  run = null
+  const cpu = process.cpuUsage(r.cpu0)
+  const sorted = r.latency ? Float64Array.from(r.lat).sort() : null
+  process.send({
+    type: 'done',
+    t: Number(hrtime()),
+    wallMs: Number(hrtime() - r.t0) / 1e6,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    total: r.total,
+    latency: sorted && {
+      n: sorted.length,
+      p50: quantile(sorted, 0.5),
+      p99: quantile(sorted, 0.99),
+      max: sorted.at(-1)
+    },
+    verify: verified(r.g)
+  })
+}
+
+function verified(g) {
+  const out = { sockets: 0, events: 0, resets: 0, lost: 0, dups: 0, bad: 0, first: null }
+  for (const { verify: v } of g.conns) {
+    if (!v) continue
+    out.sockets++
+    for (const k of ['events', 'resets', 'lost', 'dups', 'bad']) out[k] += v[k]
+    out.first ??= v.first
+  }
+  return out
+}
+
+function open(g, port, request, verify) {
+  const c = { g, st: HEAD, head: '', line: '', left: 0, crlf: 0, tail: Buffer.alloc(0), acc: '', count: 0 }
+  c.verify = verify
+  c.sock = net.connect({
+    host: '127.0.0.1',
+    port,
+    localAddress: `127.0.0.${2 + (made++ % 8)}`,
+    onread: {
+      buffer: READ_BUF,
+      callback(n, buf) {
+        if (run?.latency) now = hrtime()
+        onBytes(c, buf, 0, n)
+        check()
+      }
+    }
+  })
+  c.settled = new Promise((resolve) => {
+    c.onHead = resolve
+    c.sock.once('close', resolve)
+  })
+  c.sock.once('connect', () => c.sock.write(request))
+  c.sock.on('error', (err) => (c.error = err.code))
+  c.sock.once('close', () => (c.closed = true))
+  g.conns.push(c)
+  return c
+}
+
+const handlers = {
+  /**
+   * Open n more sockets to `port` (GET `path` with `headers`), in batches of
+   * `batch`, each batch waiting for its response heads (or closes) unless `pace` is false.
+   */
+  async connect({
+    name = 'main',
+    port,
+    n,
+    path = '/events',
+    headers = {},
+    batch = 500,
+    pace = true,
+    verify = 0,
+    seq0 = 0
+  }) {
+    const g = group(name)
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
+    const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n${extra.join('')}\r\n`
+    const t0 = hrtime()
+    const all = []
+    for (let i = 0; i < n; i += batch) {
+      const opened = []
+      for (let j = i; j < Math.min(n, i + batch); j++) {
+        const first = g.conns.length < verify
+        opened.push(open(g, port, request, first ? verifier(seq0) : null).settled)
+      }
+      all.push(...opened)
+      if (pace) await Promise.all(opened)
+      else await new Promise((resolve) => setImmediate(resolve))
+    }
+    await Promise.all(all)
+    return { ms: Number(hrtime() - t0) / 1e6, ...handlers.status({ name }) }
+  },
+  /** Arm a measurement: done when every socket has k more events (or every verified one reached untilSeq). */
+  arm({ name = 'main', k, expect, untilSeq, latency = false, seq0 = 0, verify = 0 }) {
+    const g = group(name)
+    g.conns.forEach((c, i) => {
+      c.count = 0
+      if (i < verify) c.verify = verifier(seq0)
+    })
+    const target = k * (expect ?? g.conns.length)
+    run = { g, target, untilSeq, latency, lat: [], latMax: 2e6, total: 0, t0: hrtime(), cpu0: process.cpuUsage() }
+    setImmediate(check)
+    return { t0: Number(run.t0) }
+  },
+  disarm() {
+    run = null
+  },
+  status({ name = 'main' }) {
+    const g = group(name)
+    let [min, max, open, closed, refusedOpen] = [Infinity, 0, 0, 0, 0]
+    for (const c of g.conns) {
+      min = Math.min(min, c.count)
+      max = Math.max(max, c.count)
+      if (c.closed) closed++
+      else open++
+      if (c.status !== 200 && !c.closed) refusedOpen++
+    }
+    const errors = {}
+    for (const c of g.conns) if (c.error) errors[c.error] = (errors[c.error] ?? 0) + 1
+    return {
+      conns: g.conns.length,
+      open,
+      closed,
+      refusedOpen,
+      min,
+      max,
+      statuses: g.statuses,
+      closeHeader: g.closeHeader,
+      errors,
+      verify: verified(g)
+    }
+  },
+  /** Close every socket of the group with a TCP reset (no TIME_WAIT). */
+  close({ name = 'main' }) {
+    const g = group(name)
+    for (const c of g.conns) if (!c.closed) c.sock.resetAndDestroy()
+    groups.delete(name)
+  },
+  cpu() {
+    const c = process.cpuUsage()
+    return (c.user + c.system) / 1000
+  }
+}
+
+serve(handlers)

@@ -1,0 +1,231 @@
+// A server child: `new Child(name, 'servers.mjs', [JSON.stringify(options)])`.
+// It serves GET /events as an SSE stream on 127.0.0.1 and answers the
+// parent's rpc calls (handlers at the bottom). options: { kind, ours (the
+// private build's directory), broker: 'memory' | 'redis', url, prefix,
+// plugin (extra plugin options), otel, backlog }.
+//
+// Kinds: raw (node:http, one pre-built Buffer per publish written to every
+// response: the limit), fastify-raw (a hijacked Fastify route doing the same),
+// fastify-sse (@fastify/sse), better-sse, fastify-sse-v2, ours (this plugin).
+
+import http from 'node:http'
+import { pathToFileURL } from 'node:url'
+import { failed, oursEntry, serve, sleep } from './harness.mjs'
+import { frameHtml, renderHtml } from './payload.mjs'
+
+const opt = JSON.parse(process.argv[2])
+const hrtime = process.hrtime.bigint
+const HEAD = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }
+const listenOpts = { host: '127.0.0.1', port: 0, backlog: opt.backlog }
+
+/** raw / fastify-raw: one Buffer per publish to every response; a Last-Event-ID gets the frames after it from an array. */
+function rawKind(fastify) {
+  const clients = new Set()
+  const frames = []
+  const open = (req, res) => {
+    res.writeHead(200, HEAD)
+    const from = Number(req.headers['last-event-id'])
+    if (from >= 0) for (let i = from; i < frames.length; i++) res.write(frames[i])
+    else res.flushHeaders()
+    clients.add(res)
+    res.on('close', () => clients.delete(res))
+  }
+  const publish = (html) => {
+    const buf = Buffer.from(frameHtml(html, frames.length > 0 ? String(frames.length + 1) : undefined))
+    for (const res of clients) res.write(buf)
+  }
+  return {
+    count: () => clients.size,
+    publish,
+    prefill(htmls) {
+      for (const html of htmls) frames.push(Buffer.from(frameHtml(html, String(frames.length + 1))))
+      return frames.map((_, i) => String(i + 1))
+    },
+    async listen() {
+      if (!fastify) {
+        const server = http.createServer(open)
+        await new Promise((resolve) => server.listen(listenOpts, resolve))
+        return server
+      }
+      const app = fastify({ logger: false })
+      app.get('/events', (request, reply) => {
+        reply.hijack()
+        open(request.raw, reply.raw)
+      })
+      await app.listen(listenOpts)
+      return app.server
+    }
+  }
+}
+
+async function oursKind() {
+  const { default: Fastify } = await import('fastify')
+  if (opt.otel) await registerOtel()
+  const { default: htmlSse } = await import(pathToFileURL(oursEntry(opt.ours)).href)
+  const plugin = { heartbeatMs: 0, replay: 0, ...opt.plugin }
+  if (opt.broker === 'redis') {
+    const { redisBroker } = await import(pathToFileURL(oursEntry(opt.ours, './redis')).href)
+    plugin.broker = redisBroker({ url: opt.url, prefix: opt.prefix })
+  }
+  const app = Fastify({ logger: false })
+  await app.register(htmlSse, plugin)
+  app.get('/events', (_request, reply) => {
+    reply.sse({ topics: ['bench'] })
+  })
+  return {
+    count: () => app.sse.stats().connections,
+    publish: (html) => app.sse.publish('bench', html),
+    stats: () => app.sse.stats(),
+    async prefill(htmls) {
+      const ids = []
+      for (const html of htmls) ids.push(await app.sse.publish('bench', html))
+      return ids
+    },
+    async listen() {
+      await app.listen(listenOpts)
+      return app.server
+    },
+    close: () => app.close()
+  }
+}
+
+let reader = null
+/** An OpenTelemetry SDK as an app would set it up: a MeterProvider with a reader, global before the plugin registers. */
+async function registerOtel() {
+  const { metrics } = await import('@opentelemetry/api')
+  const sdk = await import('@opentelemetry/sdk-metrics')
+  const exporter = new sdk.InMemoryMetricExporter(sdk.AggregationTemporality.CUMULATIVE)
+  reader = new sdk.PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 10_000 })
+  metrics.setGlobalMeterProvider(new sdk.MeterProvider({ readers: [reader] }))
+}
+
+async function otherKind(kind) {
+  const { default: Fastify } = await import('fastify')
+  const app = Fastify({ logger: false })
+  const set = new Set()
+  let publish
+  let count = () => set.size
+  if (kind === 'fastify-sse') {
+    await app.register((await import('@fastify/sse')).default, { heartbeatInterval: 0 })
+    app.get('/events', { sse: 'only' }, async (_request, reply) => {
+      reply.sse.keepAlive()
+      reply.sse.sendHeaders()
+      reply.raw.flushHeaders() // the client sees the 200 before the first event
+      set.add(reply)
+      reply.sse.onClose(() => set.delete(reply))
+    })
+    publish = (html) => {
+      for (const reply of set) reply.sse.send(html).catch(() => {})
+    }
+  } else if (kind === 'better-sse') {
+    const { createSession, createChannel } = await import('better-sse')
+    const channel = createChannel()
+    // better-sse writes the serialized value as one data field: split the lines ourselves
+    const serializer = (html) => ` ${String(html).replaceAll('\n', '\ndata: ')}`
+    app.get('/events', async (request, reply) => {
+      reply.hijack()
+      channel.register(await createSession(request.raw, reply.raw, { keepAlive: null, serializer }))
+    })
+    publish = (html) => channel.broadcast(html, 'message')
+    count = () => channel.sessionCount
+  } else if (kind === 'fastify-sse-v2') {
+    await app.register((await import('fastify-sse-v2')).FastifySSEPlugin, { retryDelay: false })
+    app.get('/events', (request, reply) => {
+      reply.sse({ comment: 'connected' }) // the only payload-free write; it sends the head
+      set.add(reply)
+      request.socket.on('close', () => {
+        set.delete(reply)
+        reply.sseContext?.source?.end()
+      })
+    })
+    publish = (html) => {
+      for (const reply of set) reply.sse({ data: html })
+    }
+  } else throw new Error(`unknown kind ${kind}`)
+  return {
+    count,
+    publish,
+    async listen() {
+      await app.listen(listenOpts)
+      return app.server
+    }
+  }
+}
+
+const cpuMs = () => {
+  const c = process.cpuUsage()
+  return (c.user + c.system) / 1000
+}
+
+try {
+  if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc')
+  const { kind } = opt
+  const srv =
+    kind === 'ours'
+      ? await oursKind()
+      : kind === 'raw' || kind === 'fastify-raw'
+        ? rawKind(kind === 'fastify-raw' && (await import('fastify')).default)
+        : await otherKind(kind)
+  const server = await srv.listen()
+  const size = opt.size ?? 300
+  serve(
+    {
+      count: () => srv.count(),
+      cpu: cpuMs,
+      stats: () => srv.stats?.() ?? null,
+      async mem() {
+        for (let i = 0; i < 4; i++) {
+          globalThis.gc()
+          await sleep(20)
+        }
+        const { heapUsed, rss } = process.memoryUsage()
+        return { heapUsed, rss }
+      },
+      /** k awaited publishes, yielding to I/O after each. */
+      async burst({ k, seq0 }) {
+        const t0 = hrtime()
+        for (let i = 0; i < k; i++) {
+          await srv.publish(renderHtml(seq0 + i, hrtime(), size))
+          await new Promise((resolve) => setImmediate(resolve))
+        }
+        return { t0: Number(t0), ms: Number(hrtime() - t0) / 1e6 }
+      },
+      /** `count` publishes at `rate`/s on a drift-free schedule. */
+      async paced({ rate, count, seq0 }) {
+        const start = hrtime()
+        for (let i = 0; i < count; i++) {
+          const due = ((i + 1) * 1e9) / rate - Number(hrtime() - start)
+          if (due > 0) await sleep(Math.ceil(due / 1e6))
+          await srv.publish(renderHtml(seq0 + i, hrtime(), size))
+        }
+      },
+      prefill: ({ n, seq0 }) => srv.prefill(Array.from({ length: n }, (_, i) => renderHtml(seq0 + i, hrtime(), size))),
+      /** Block the event loop for `ms` (a GC pause, a slow synchronous handler), after telling the parent. */
+      block({ ms }) {
+        return new Promise((resolve) =>
+          process.send({ type: 'blocking' }, () => {
+            const end = Date.now() + ms
+            while (Date.now() < end);
+            resolve()
+          })
+        )
+      },
+      async metrics() {
+        const { resourceMetrics } = await reader.collect()
+        const out = {}
+        for (const sm of resourceMetrics.scopeMetrics)
+          for (const m of sm.metrics) out[m.descriptor.name] = m.dataPoints.reduce((a, p) => a + (p.value ?? 0), 0)
+        return out
+      },
+      async exit() {
+        setImmediate(async () => {
+          await Promise.race([srv.close?.(), sleep(3000)])
+          process.exit(0)
+        })
+      }
+    },
+    { port: server.address().port }
+  )
+} catch (err) {
+  failed(err)
+}
