@@ -80,6 +80,13 @@ export const FST_ERR_HTML_SSE_OPTION_INVALID = createError<[string, string]>(
   TypeError
 )
 
+/** The plugin was registered twice on one server (for example in two sibling contexts). */
+export const FST_ERR_HTML_SSE_REGISTERED_TWICE = createError<[]>(
+  'FST_ERR_HTML_SSE_REGISTERED_TWICE',
+  `${P} the plugin is already registered on this server; register it once, at the root (it is wrapped in fastify-plugin, so every context sees reply.sse() and app.sse)`,
+  500
+)
+
 /** `publish()` was given an `id`: ids come from the broker's sequence. */
 export const FST_ERR_HTML_SSE_PUBLISH_ID = createError<[]>(
   'FST_ERR_HTML_SSE_PUBLISH_ID',

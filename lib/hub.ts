@@ -1,24 +1,37 @@
 /**
  * Topics to local sinks: fan-out of pre-framed bytes, resume after
- * `Last-Event-ID`, heartbeats and `stats()`. It talks to the broker.
+ * `Last-Event-ID`, heartbeats, the progress watch, admission counts and
+ * `stats()`. It talks to the broker.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Broker, BrokerEvent } from './broker/types.js'
 import { compareIds } from './broker/types.js'
 import { FST_ERR_HTML_SSE_TOPIC_INVALID } from './errors.js'
 import { describe, sseMessage } from './frame.js'
-import type { Sink, SinkOwner } from './sink.js'
+import type { Metrics } from './metrics.js'
+import type { CloseReason, Sink, SinkOwner } from './sink.js'
 
 /** What `app.sse.stats()` returns. */
 export interface SseStats {
   /** Open streams on this instance. */
   connections: number
-  /** Subscribed streams per topic, on this instance; a topic with none is absent. */
+  /** Subscribed streams per topic, on this instance; a topic with none is absent. A null-prototype object. */
   topics: Record<string, number>
   /** Events published through this instance. */
   published: number
-  /** Streams closed because they fell more than `maxBufferedBytes` behind. */
+  /** Streams closed because their client stopped reading (`maxBufferedBytes`) or stalled (`writeTimeoutMs`). */
   dropped: number
+  /** Streams refused by `maxConnections` or `maxConnectionsPerClient`. */
+  refused: number
+}
+
+/** What the hub needs to know of the plugin's options. */
+export interface HubOptions {
+  heartbeatMs: number
+  maxBufferedBytes: number
+  writeTimeoutMs: number
+  /** The `retry:` hint after a failed resume is drawn from `[0, this)`. */
+  resumeRetryMs: number
 }
 
 /** Throws unless `topic` is a non-empty string. */
@@ -28,25 +41,47 @@ export function checkTopic(topic: unknown): asserts topic is string {
   }
 }
 
+/** How often sinks with unsent bytes are checked for progress, at most. */
+const WATCH_MS = 250
+/** A backlog over `maxBufferedBytes` that grows for this long (in checks) cannot catch up. */
+const FALLING_MS = 2000
+
 export class Hub implements SinkOwner {
   readonly sinks = new Set<Sink>()
   readonly #topics = new Map<string, Set<Sink>>()
+  /** Open streams per client key, when `maxConnectionsPerClient` is set. */
+  readonly #clients = new Map<string, number>()
+  /** Sinks with unsent bytes. */
+  readonly #watched = new Set<Sink>()
   readonly #broker: Broker
   readonly #log: FastifyBaseLogger
-  #timer: NodeJS.Timeout | null = null
+  readonly #metrics: Metrics
+  readonly #options: HubOptions
+  readonly #watchMs: number
+  readonly #fallingChecks: number
+  #heartbeat: NodeJS.Timeout | null = null
+  #watchTimer: NodeJS.Timeout | null = null
   published = 0
   dropped = 0
+  refused = 0
+  /** `app.close()` has begun: new streams are ended at once. */
+  closing = false
   /** A write found a socket over its high-water mark since the flag was last cleared. */
   pressure = false
 
-  constructor(broker: Broker, log: FastifyBaseLogger, heartbeatMs: number) {
+  constructor(broker: Broker, log: FastifyBaseLogger, metrics: Metrics, options: HubOptions) {
     this.#broker = broker
     this.#log = log
-    if (heartbeatMs > 0) {
-      this.#timer = setInterval(() => {
+    this.#metrics = metrics
+    this.#options = options
+    this.#watchMs =
+      options.writeTimeoutMs > 0 ? Math.max(5, Math.min(WATCH_MS, Math.floor(options.writeTimeoutMs / 4))) : WATCH_MS
+    this.#fallingChecks = Math.ceil(FALLING_MS / this.#watchMs)
+    if (options.heartbeatMs > 0) {
+      this.#heartbeat = setInterval(() => {
         for (const sink of this.sinks) sink.heartbeat()
-      }, heartbeatMs)
-      this.#timer.unref()
+      }, options.heartbeatMs)
+      this.#heartbeat.unref()
     }
   }
 
@@ -56,22 +91,50 @@ export class Hub implements SinkOwner {
     if (subscribers === undefined) return true
     const frame = event.frame
     let flowing = true
+    let delivered = 0
     for (const sink of subscribers) {
-      if (sink.pending !== null) sink.pending.push(event)
-      else if (!sink.write(frame)) flowing = false
+      if (sink.pending !== null) this.#hold(sink, event)
+      else {
+        delivered++
+        if (!sink.write(frame)) flowing = false
+      }
     }
+    this.#metrics.delivered(delivered)
     if (!flowing) this.pressure = true
     return flowing
   }
 
+  /** The broker's gap listener: events were skipped, so every stream with topics starts over from `head`. */
+  readonly gap = (head: string | null): void => {
+    this.#log.warn({ head }, 'fastify-html-sse: the broker skipped events; streams with topics get a reset')
+    const frame = resetFrame(head)
+    for (const sink of this.sinks) {
+      if (sink.topics === null || sink.topics.size === 0) continue
+      if (sink.pending !== null) {
+        sink.replays++
+        sink.pending = null
+        sink.pendingBytes = 0
+      }
+      sink.write(frame)
+    }
+  }
+
+  /** Open streams of `key` (for `maxConnectionsPerClient`). */
+  clientCount(key: string): number {
+    return this.#clients.get(key) ?? 0
+  }
+
   add(sink: Sink): void {
     this.sinks.add(sink)
+    if (sink.clientKey !== null) this.#clients.set(sink.clientKey, this.clientCount(sink.clientKey) + 1)
+    this.#metrics.opened()
   }
 
   subscribe(sink: Sink, topic: string): void {
     checkTopic(topic)
-    if (sink.topics.includes(topic)) return
-    sink.topics.push(topic)
+    if (sink.topics === null) sink.topics = new Set()
+    else if (sink.topics.has(topic)) return
+    sink.topics.add(topic)
     let subscribers = this.#topics.get(topic)
     if (subscribers === undefined) {
       subscribers = new Set()
@@ -81,25 +144,54 @@ export class Hub implements SinkOwner {
   }
 
   unsubscribe(sink: Sink, topic: string): void {
-    const at = sink.topics.indexOf(topic)
-    if (at === -1) return
-    sink.topics.splice(at, 1)
-    const subscribers = this.#topics.get(topic) as Set<Sink>
-    subscribers.delete(sink)
-    if (subscribers.size === 0) this.#topics.delete(topic)
+    if (sink.topics === null || !sink.topics.delete(topic)) return
+    this.#leave(sink, topic)
   }
 
-  remove(sink: Sink, dropped: boolean): void {
+  remove(sink: Sink, reason: CloseReason): void {
     if (!this.sinks.delete(sink)) return
-    for (let i = sink.topics.length - 1; i >= 0; i--) this.unsubscribe(sink, sink.topics[i] as string)
+    if (sink.topics !== null) {
+      for (const topic of sink.topics) this.#leave(sink, topic)
+      sink.topics = null
+    }
     sink.pending = null
-    if (dropped) this.dropped++
+    if (sink.clientKey !== null) {
+      const left = this.clientCount(sink.clientKey) - 1
+      if (left > 0) this.#clients.set(sink.clientKey, left)
+      else this.#clients.delete(sink.clientKey)
+    }
+    if (reason === 'dropped' || reason === 'write_timeout') this.dropped++
+    this.#metrics.closed(reason)
+  }
+
+  watch(sink: Sink): void {
+    sink.watched = true
+    this.#watched.add(sink)
+    if (this.#watchTimer !== null) return
+    this.#watchTimer = setInterval(this.#check, this.#watchMs)
+    this.#watchTimer.unref()
+  }
+
+  readonly #check = (): void => {
+    const now = Date.now()
+    const { maxBufferedBytes, writeTimeoutMs } = this.#options
+    for (const sink of this.#watched) {
+      if (!sink.check(now, maxBufferedBytes, writeTimeoutMs, this.#fallingChecks)) {
+        sink.watched = false
+        this.#watched.delete(sink)
+      }
+    }
+    if (this.#watched.size === 0 && this.#watchTimer !== null) {
+      clearInterval(this.#watchTimer)
+      this.#watchTimer = null
+    }
   }
 
   /**
    * Subscribes `sink` to `topics` and, when it carries a `Last-Event-ID`, sends
    * what it missed first. Live events that arrive meanwhile wait in
-   * `sink.pending`; those the replay already held are skipped by id.
+   * `sink.pending` (bounded by `maxBufferedBytes`); those the replay already
+   * held are skipped by id.
    */
   open(sink: Sink, topics: readonly string[]): void {
     for (const topic of topics) checkTopic(topic)
@@ -107,29 +199,68 @@ export class Hub implements SinkOwner {
     if (lastId !== null && topics.length > 0) sink.pending = []
     for (const topic of topics) this.subscribe(sink, topic)
     if (sink.pending === null) return
+    const replays = sink.replays
     this.#broker.replay(topics, lastId as string).then(
       (replay) => {
-        let last: string | null
+        // The stream ended, or a gap reset it, while the replay was under way.
+        if (sink.isClosed || sink.replays !== replays) return
+        let last: string
         if (replay.found) {
-          for (const event of replay.events) sink.write(event.frame)
-          last = replay.events.length > 0 ? (replay.events.at(-1) as BrokerEvent).id : (lastId as string)
+          const n = replay.events.length
+          if (n > 0) {
+            // One write for the whole replay: the client takes it at its own pace.
+            sink.write(n === 1 ? (replay.events[0] as BrokerEvent).frame : Buffer.concat(replay.events.map(frameOf)))
+            this.#metrics.delivered(n)
+          }
+          last = n > 0 ? (replay.events[n - 1] as BrokerEvent).id : (lastId as string)
+          this.#metrics.resumed('replayed')
         } else {
+          this.#metrics.resumed('reset')
+          if (replay.head === null) {
+            // An empty log: nothing to resume from and nothing missed.
+            sink.write(resetFrame(null))
+            this.#goLive(sink, null)
+            return
+          }
           last = replay.head
           sink.write(resetFrame(replay.head))
         }
         this.#goLive(sink, last)
       },
       (err: unknown) => {
-        this.#log.warn({ err }, 'fastify-html-sse: replay failed; the stream starts with a reset')
-        sink.write(resetFrame(null))
-        this.#goLive(sink, null)
+        if (sink.isClosed || sink.replays !== replays) return
+        // Keep the client's position: it comes back with the same id, never a reset.
+        this.#metrics.resumed('unavailable')
+        this.#log.warn(
+          { err, lastEventId: lastId },
+          'fastify-html-sse: the broker could not replay; the stream was ended so its client retries with the same id'
+        )
+        sink.endWithRetry(Math.floor(Math.random() * this.#options.resumeRetryMs), 'broker_unavailable')
       }
     )
+  }
+
+  #hold(sink: Sink, event: BrokerEvent): void {
+    ;(sink.pending as BrokerEvent[]).push(event)
+    sink.pendingBytes += event.frame.length
+    if (sink.pendingBytes > this.#options.maxBufferedBytes) {
+      this.#log.info(
+        'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was closed'
+      )
+      sink.end('dropped', true)
+    }
+  }
+
+  #leave(sink: Sink, topic: string): void {
+    const subscribers = this.#topics.get(topic) as Set<Sink>
+    subscribers.delete(sink)
+    if (subscribers.size === 0) this.#topics.delete(topic)
   }
 
   #goLive(sink: Sink, last: string | null): void {
     const pending = sink.pending
     sink.pending = null
+    sink.pendingBytes = 0
     if (pending === null) return
     for (const event of pending) {
       if (last === null || compareIds(event.id, last) > 0) sink.write(event.frame)
@@ -137,17 +268,34 @@ export class Hub implements SinkOwner {
   }
 
   stats(): SseStats {
-    const topics: Record<string, number> = {}
+    const topics: Record<string, number> = Object.create(null)
     for (const [topic, subscribers] of this.#topics) topics[topic] = subscribers.size
-    return { connections: this.sinks.size, topics, published: this.published, dropped: this.dropped }
+    return {
+      connections: this.sinks.size,
+      topics,
+      published: this.published,
+      dropped: this.dropped,
+      refused: this.refused
+    }
   }
 
-  /** Ends every stream: gracefully, or by dropping the connection of a client that stopped reading. */
-  close(): void {
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#timer = null
-    for (const sink of this.sinks) sink.shutdown()
+  /**
+   * Ends every stream after a `retry:` hint drawn from `[0, drainMs]`, so their
+   * browsers reconnect spread over that window. A client that is not reading is
+   * dropped, so `app.close()` never waits on it.
+   */
+  close(drainMs: number): void {
+    this.closing = true
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat)
+    if (this.#watchTimer !== null) clearInterval(this.#watchTimer)
+    this.#heartbeat = null
+    this.#watchTimer = null
+    for (const sink of this.sinks) sink.endWithRetry(Math.floor(Math.random() * (drainMs + 1)), 'shutdown')
   }
+}
+
+function frameOf(event: BrokerEvent): Buffer {
+  return event.frame
 }
 
 /**

@@ -1,6 +1,13 @@
 export { DEFAULT_ASSETS_PREFIX } from './assets.js'
 export { type MemoryBrokerOptions, memoryBroker } from './broker/memory.js'
-export type { Broker, BrokerEvent, BrokerListener, BrokerLogger, BrokerReplay } from './broker/types.js'
+export type {
+  Broker,
+  BrokerEvent,
+  BrokerGapListener,
+  BrokerListener,
+  BrokerLogger,
+  BrokerReplay
+} from './broker/types.js'
 export { compareIds } from './broker/types.js'
 export * from './errors.js'
 export { type Html, type SseMessageOptions, sseComment, sseMessage } from './frame.js'
@@ -13,4 +20,4 @@ export {
   type SseHub,
   type SseReplyOptions
 } from './plugin.js'
-export type { SseItem, SseSink, SseSource, SseSourceFactory } from './sink.js'
+export type { CloseReason, SseItem, SseSink, SseSource, SseSourceFactory } from './sink.js'

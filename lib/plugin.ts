@@ -11,11 +11,13 @@ import type { Broker } from './broker/types.js'
 import {
   FST_ERR_HTML_SSE_OPTION_INVALID,
   FST_ERR_HTML_SSE_PUBLISH_ID,
+  FST_ERR_HTML_SSE_REGISTERED_TWICE,
   FST_ERR_HTML_SSE_SOURCE_INVALID
 } from './errors.js'
 import { checkRetry, describe, frameBody, type Html, isThenable, type SseMessageOptions } from './frame.js'
 import { checkTopic, Hub, type SseStats } from './hub.js'
-import { Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
+import { loadMetrics, type RefuseReason } from './metrics.js'
+import { ClosedSink, retryFrame, Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
 
 /** Options of the plugin. */
 export interface HtmlSseOptions {
@@ -25,18 +27,50 @@ export interface HtmlSseOptions {
   retryMs?: number
   /** How many recent events the default broker keeps for `Last-Event-ID` resume; 0 keeps none. @default 1000 */
   replay?: number
-  /** A stream whose unsent bytes pass this is closed; its browser reconnects and resumes. @default 1048576 */
+  /**
+   * A stream whose unsent bytes pass this while its client is not reading is
+   * closed; its browser reconnects and resumes. A client that keeps reading is
+   * never shed. @default 1048576
+   */
   maxBufferedBytes?: number
   /** Where published events travel. @default memoryBroker({ replay }) */
   broker?: Broker
   /** Where the htmx client files are served; `false` serves none. @default '/fastify-html-sse/' */
   assetsPrefix?: string | false
+  /**
+   * The most open streams on this instance; past it `reply.sse()` answers 503
+   * with a randomised `Retry-After` and closes the connection. @default Infinity
+   */
+  maxConnections?: number
+  /** The most open streams per `clientKey(request)`; past it 429 with `Retry-After`. @default Infinity */
+  maxConnectionsPerClient?: number
+  /** What counts as one client for `maxConnectionsPerClient`. @default (request) => request.ip */
+  clientKey?: (request: FastifyRequest) => string
+  /**
+   * A stream with topics ends after a random time between 0.9x and 1x this,
+   * after a `retry:` hint; its client reconnects and resumes exactly. 0: never.
+   * @default 0
+   */
+  maxLifetimeMs?: number
+  /**
+   * On `app.close()` every stream gets a `retry:` hint drawn uniformly from
+   * `[0, drainMs]`, then ends, so browsers reconnect spread over the window.
+   * @default 5000
+   */
+  drainMs?: number
+  /**
+   * A stream whose socket accepts no bytes for this long while bytes wait is
+   * dropped (half-open or stalled connections); 0: never. @default 30000
+   */
+  writeTimeoutMs?: number
 }
 
 /** Options of `reply.sse()`. */
 export interface SseReplyOptions {
   /** Topics this stream subscribes to; with `Last-Event-ID`, what it missed of them comes first. */
   topics?: readonly string[]
+  /** Overrides the plugin's `maxLifetimeMs` for this stream; 0: never. */
+  maxLifetimeMs?: number
 }
 
 /** Options of `app.sse.publish()`. */
@@ -91,12 +125,28 @@ declare module 'fastify' {
 const kSink = Symbol('fastify-html-sse.sink')
 
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** A refused client is told to come back after 2 to 10 s, so refused clients do not return in lockstep. */
+const RETRY_AFTER_MIN_S = 2
+const RETRY_AFTER_SPREAD_S = 9
+/** The `retry:` hint at the end of a lifetime, or after a failed resume, is drawn from `[0, this)`. */
+const RECONNECT_SPREAD_MS = 1000
+
+/** Servers the plugin is registered on: a second registration is a mistake. */
+const registered = new WeakSet<object>()
+/** Apps using each broker: the last one to close closes it. */
+const brokerUsers = new WeakMap<Broker, number>()
 
 function checkInteger(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID(name, `must be an integer from ${min} to ${max}, got ${String(value)}`)
   }
   return value as number
+}
+
+function checkLimit(name: string, value: unknown): number {
+  return value === undefined || value === Number.POSITIVE_INFINITY
+    ? Number.POSITIVE_INFINITY
+    : checkInteger(name, value, 1)
 }
 
 function checkBroker(broker: unknown): Broker {
@@ -120,7 +170,8 @@ function isSource(value: unknown): value is SseSource {
 /**
  * `Last-Event-ID` from the header (a browser sends its UTF-8 bytes, Node reads
  * them as Latin-1) or, for clients that cannot set headers, the `lastEventId`
- * query parameter.
+ * query parameter. The header wins: an EventSource sends it on reconnects, so
+ * it is newer than a query parameter fixed when the page was rendered.
  */
 function lastEventIdOf(request: FastifyRequest): string | null {
   const header = request.headers['last-event-id']
@@ -139,7 +190,19 @@ function lastEventIdOf(request: FastifyRequest): string | null {
   return null
 }
 
+/** The response can no longer carry a stream: the client left (HTTP/1 socket closed, HTTP/2 stream reset). */
+function isGone(res: FastifyReply['raw']): boolean {
+  return (
+    res.destroyed === true ||
+    res.writableEnded ||
+    (res as { stream?: { destroyed?: boolean } }).stream?.destroyed === true
+  )
+}
+
+const defaultClientKey = (request: FastifyRequest): string => request.ip
+
 async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<void> {
+  if (registered.has(app.server)) throw new FST_ERR_HTML_SSE_REGISTERED_TWICE()
   const heartbeatMs = checkInteger('heartbeatMs', options.heartbeatMs ?? 15_000, 0, MAX_TIMER_MS)
   const retryMs = options.retryMs === undefined ? undefined : checkInteger('retryMs', options.retryMs, 0)
   const maxBufferedBytes = checkInteger('maxBufferedBytes', options.maxBufferedBytes ?? 1024 * 1024, 1)
@@ -149,15 +212,61 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   if (assetsPrefix !== false && (typeof assetsPrefix !== 'string' || !/^\/(.*\/)?$/.test(assetsPrefix))) {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID('assetsPrefix', 'must be false or a path that starts and ends with "/"')
   }
-  const retryFrame = retryMs === undefined ? null : `retry: ${retryMs}\n\n`
+  const maxConnections = checkLimit('maxConnections', options.maxConnections)
+  const maxPerClient = checkLimit('maxConnectionsPerClient', options.maxConnectionsPerClient)
+  const clientKey = options.clientKey ?? defaultClientKey
+  if (typeof clientKey !== 'function') {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID('clientKey', 'must be a function of the request returning a string')
+  }
+  const maxLifetimeMs = checkInteger('maxLifetimeMs', options.maxLifetimeMs ?? 0, 0, MAX_TIMER_MS)
+  const drainMs = checkInteger('drainMs', options.drainMs ?? 5000, 0, MAX_TIMER_MS)
+  const writeTimeoutMs = checkInteger('writeTimeoutMs', options.writeTimeoutMs ?? 30_000, 0, MAX_TIMER_MS)
+  const openFrame = retryMs === undefined ? null : `retry: ${retryMs}\n\n`
+  registered.add(app.server)
 
-  const hub = new Hub(broker, app.log, heartbeatMs)
+  const metrics = await loadMetrics()
+  const hub = new Hub(broker, app.log, metrics, {
+    heartbeatMs,
+    maxBufferedBytes,
+    writeTimeoutMs,
+    resumeRetryMs: RECONNECT_SPREAD_MS
+  })
   broker.useLogger?.(app.log)
-  await broker.listen(hub.deliver)
+  await broker.listen(hub.deliver, hub.gap)
+  brokerUsers.set(broker, (brokerUsers.get(broker) ?? 0) + 1)
+
+  /** Answers a refused stream with `status` and a randomised `Retry-After`, and closes its connection. */
+  function refuse(reply: FastifyReply, status: 429 | 503, reason: RefuseReason): void {
+    hub.refused++
+    metrics.refused(reason)
+    reply
+      .code(status)
+      .header('retry-after', String(RETRY_AFTER_MIN_S + Math.floor(Math.random() * RETRY_AFTER_SPREAD_S)))
+    // HTTP/2 has no connection header: the stream ends with the answer.
+    if (reply.request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
+    reply
+      .type('text/plain; charset=utf-8')
+      .send(status === 503 ? 'too many event streams on this server' : 'too many event streams from this client')
+  }
+
+  /** Writes the stream's head, hooks' headers kept. */
+  function writeHead(reply: FastifyReply): void {
+    // Write the head ourselves (see sink.ts for why the reply is hijacked).
+    reply.hijack()
+    const head: OutgoingHttpHeaders = {
+      ...(reply.getHeaders() as OutgoingHttpHeaders),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      // nginx and some other proxies buffer responses unless told not to.
+      'x-accel-buffering': 'no'
+    }
+    // Both HTTP/1 and HTTP/2 responses take (status, headers).
+    ;(reply.raw as ServerResponse).writeHead(200, head)
+  }
 
   app.decorateReply(kSink, null)
   app.decorateReply('sse', function sse(this: FastifyReply, a?: unknown, b?: unknown): SseSink {
-    const existing = (this as unknown as Record<symbol, Sink | null>)[kSink] as Sink | null
+    const existing = (this as unknown as Record<symbol, SseSink | null>)[kSink] as SseSink | null
     if (existing !== null) return existing
     let source: SseSource | SseSourceFactory | undefined
     let opts: SseReplyOptions | undefined
@@ -173,29 +282,62 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     const topics = opts?.topics ?? []
     if (!Array.isArray(topics)) throw new FST_ERR_HTML_SSE_OPTION_INVALID('topics', 'must be an array of topic names')
     for (const topic of topics) checkTopic(topic)
-
-    // Write the head ourselves (see sink.ts for why the reply is hijacked); headers
-    // that hooks or CORS set on the reply are kept.
-    this.hijack()
+    const lifetime =
+      opts?.maxLifetimeMs === undefined
+        ? maxLifetimeMs
+        : checkInteger('maxLifetimeMs', opts.maxLifetimeMs, 0, MAX_TIMER_MS)
+    const request = this.request
+    const lastEventId = lastEventIdOf(request)
     const res = this.raw
-    const head: OutgoingHttpHeaders = {
-      ...(this.getHeaders() as OutgoingHttpHeaders),
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      // nginx and some other proxies buffer responses unless told not to.
-      'x-accel-buffering': 'no'
+    const refused = (): SseSink => {
+      const closed = new ClosedSink(lastEventId)
+      ;(this as unknown as Record<symbol, SseSink | null>)[kSink] = closed
+      return closed
     }
-    // Both HTTP/1 and HTTP/2 responses take (status, headers).
-    ;(res as ServerResponse).writeHead(200, head)
+
+    // The client left while the handler was awaiting: no stream, no source.
+    if (isGone(res)) {
+      this.hijack()
+      return refused()
+    }
+    // A health check or a load balancer probing the route: the head, no body.
+    if (request.method === 'HEAD') {
+      writeHead(this)
+      res.end()
+      return refused()
+    }
+    // Shutdown began while the handler was awaiting: tell the client where to go and end.
+    if (hub.closing) {
+      writeHead(this)
+      res.end(retryFrame(Math.floor(Math.random() * (drainMs + 1))))
+      return refused()
+    }
+    if (hub.sinks.size >= maxConnections) {
+      refuse(this, 503, 'max_connections')
+      return refused()
+    }
+    let key: string | null = null
+    if (maxPerClient !== Number.POSITIVE_INFINITY) {
+      key = String(clientKey(request))
+      if (hub.clientCount(key) >= maxPerClient) {
+        refuse(this, 429, 'max_connections_per_client')
+        return refused()
+      }
+    }
+
+    writeHead(this)
     // Send the head now, so the client's `open` fires before the first event.
     res.flushHeaders()
-
-    const sink = new Sink(res, this.log, hub, maxBufferedBytes, lastEventIdOf(this.request))
-    ;(this as unknown as Record<symbol, Sink | null>)[kSink] = sink
+    const sink = new Sink(res, this.log, hub, lastEventId)
+    sink.clientKey = key
+    ;(this as unknown as Record<symbol, SseSink | null>)[kSink] = sink
     hub.add(sink)
-    if (retryFrame !== null) sink.sendFrame(retryFrame)
+    if (openFrame !== null) sink.sendFrame(openFrame)
     hub.open(sink, topics)
-    if (source !== undefined) void sink.pump(typeof source === 'function' ? source(sink) : source)
+    if (lifetime > 0 && topics.length > 0) {
+      sink.expireAfter(lifetime - Math.floor(Math.random() * lifetime * 0.1), RECONNECT_SPREAD_MS)
+    }
+    if (source !== undefined) void sink.pump(source)
     return sink
   })
 
@@ -207,6 +349,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       const body = frameBody(isThenable(html) ? await html : html, event, options?.retry)
       const id = await broker.publish(topic, body)
       hub.published++
+      metrics.published()
       if (hub.pressure) {
         // Some socket is over its high-water mark: let I/O run before the next
         // publish of a burst, so a client that keeps reading is never shed.
@@ -223,13 +366,19 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
 
   // Close streams before the server stops accepting, so app.close() never waits on them.
   app.addHook('preClose', (done) => {
-    hub.close()
+    hub.close(drainMs)
     done()
   })
   app.addHook('onClose', async () => {
-    hub.close()
+    hub.close(drainMs)
+    registered.delete(app.server)
     await broker.unlisten(hub.deliver)
-    await broker.close()
+    const users = (brokerUsers.get(broker) ?? 1) - 1
+    if (users > 0) brokerUsers.set(broker, users)
+    else {
+      brokerUsers.delete(broker)
+      await broker.close()
+    }
   })
 }
 

@@ -1,6 +1,6 @@
 /**
- * One connection: the queue, backpressure, `maxBufferedBytes`, heartbeats,
- * `signal` and `closed`.
+ * One connection: the queue, backpressure, the progress watch behind
+ * `maxBufferedBytes` and `writeTimeoutMs`, heartbeats, `signal` and `closed`.
  *
  * The reply is hijacked and frames are written straight to the raw response: a
  * published frame is one `write` of a shared Buffer per client. Handing Fastify
@@ -50,11 +50,24 @@ export interface SseSink {
   readonly lastEventId: string | null
 }
 
+/** Why a stream ended; the `reason` attribute of `sse.streams.closed`. */
+export type CloseReason =
+  | 'client'
+  | 'server'
+  | 'error'
+  | 'dropped'
+  | 'write_timeout'
+  | 'lifetime'
+  | 'shutdown'
+  | 'broker_unavailable'
+
 /** What a sink needs from the hub that owns it. */
 export interface SinkOwner {
-  remove(sink: Sink, dropped: boolean): void
+  remove(sink: Sink, reason: CloseReason): void
   subscribe(sink: Sink, topic: string): void
   unsubscribe(sink: Sink, topic: string): void
+  /** The sink has unsent bytes: watch its progress. */
+  watch(sink: Sink): void
 }
 
 type RawReply = FastifyReply['raw']
@@ -75,19 +88,70 @@ function onResponseClose(this: RawReply): void {
 const SENT = Promise.resolve(true)
 const NOT_SENT = Promise.resolve(false)
 
+function byteLength(chunk: string | Buffer): number {
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+}
+
+/**
+ * A frame that tells the client to reconnect after `ms` (a spread reconnect, on
+ * drain or at the end of a stream's lifetime). It is a named event without data:
+ * an EventSource applies `retry:` while parsing and dispatches nothing, and
+ * htmx 4's `hx-sse` applies `retry:` only from an event with data or a name.
+ */
+export function retryFrame(ms: number): string {
+  return `event: retry\nretry: ${ms}\n\n`
+}
+
+/** A sink that is closed from the start: a refused, HEAD or abandoned request. */
+export class ClosedSink implements SseSink {
+  readonly lastEventId: string | null
+  readonly closed: Promise<void> = Promise.resolve()
+  #signal: AbortSignal | null = null
+
+  constructor(lastEventId: string | null) {
+    this.lastEventId = lastEventId
+  }
+
+  get signal(): AbortSignal {
+    if (this.#signal === null) this.#signal = AbortSignal.abort()
+    return this.#signal
+  }
+
+  send(): Promise<boolean> {
+    return NOT_SENT
+  }
+
+  comment(): Promise<boolean> {
+    return NOT_SENT
+  }
+
+  subscribe(): void {}
+
+  unsubscribe(): void {}
+
+  close(): void {}
+}
+
 export class Sink implements SseSink {
   readonly lastEventId: string | null
-  /** @internal The topics this sink is subscribed to (few: an array is lighter than a Set). */
-  readonly topics: string[] = []
+  /** @internal The topics this sink is subscribed to; null until the first. */
+  topics: Set<string> | null = null
   /** @internal Live events held back while a replay is under way; null when live. */
   pending: BrokerEvent[] | null = null
+  /** @internal Bytes of `pending`, bounded by `maxBufferedBytes`. */
+  pendingBytes = 0
+  /** @internal Bumped when a replay under way must be ignored (the broker reported a gap). */
+  replays = 0
   /** @internal Nothing was written since the last heartbeat tick. */
   idle = false
+  /** @internal What counts as one client for `maxConnectionsPerClient`, or null. */
+  clientKey: string | null = null
+  /** @internal The hub watches this sink's progress. */
+  watched = false
 
   readonly #res: RawReply
   readonly #owner: SinkOwner
   readonly #log: FastifyBaseLogger
-  readonly #max: number
   #closed = false
   /** The last write found the socket over its high-water mark; cleared on 'drain'. */
   #full = false
@@ -95,23 +159,25 @@ export class Sink implements SseSink {
   #queue: Queued[] = []
   #head = 0
   #queuedBytes = 0
+  /** Bytes handed to the response so far. */
+  #written = 0
+  /** Progress watch: bytes known flushed, when they last grew, unsent bytes at the last check. */
+  #flushedMark = 0
+  #progressAt = 0
+  #lastUnsent = 0
+  #stalledChecks = 0
+  #fallingChecks = 0
   #ac: AbortController | null = null
   #closedPromise: Promise<void> | null = null
   #resolveClosed: (() => void) | null = null
   #stopSource: (() => void) | null = null
+  #timer: NodeJS.Timeout | null = null
 
   /** `res` must have its headers sent: the sink writes to it at once. */
-  constructor(
-    res: RawReply,
-    log: FastifyBaseLogger,
-    owner: SinkOwner,
-    maxBufferedBytes: number,
-    lastEventId: string | null
-  ) {
+  constructor(res: RawReply, log: FastifyBaseLogger, owner: SinkOwner, lastEventId: string | null) {
     this.#res = res
     this.#owner = owner
     this.#log = log
-    this.#max = maxBufferedBytes
     this.lastEventId = lastEventId
     // One shared listener instead of a closure per connection.
     ;(res as unknown as Record<symbol, Sink>)[kSinkOfResponse] = this
@@ -137,6 +203,11 @@ export class Sink implements SseSink {
     return this.#closedPromise
   }
 
+  /** @internal The stream has ended. */
+  get isClosed(): boolean {
+    return this.#closed
+  }
+
   async send(html: Html, event: string = 'message', options?: SseMessageOptions): Promise<boolean> {
     const frame = sseMessage(html, event, options)
     return this.sendFrame(typeof frame === 'string' ? frame : await frame)
@@ -155,7 +226,7 @@ export class Sink implements SseSink {
   }
 
   close(): void {
-    this.#end(false, false)
+    this.end('server')
   }
 
   /** @internal The client went away (or the response was destroyed). */
@@ -164,32 +235,44 @@ export class Sink implements SseSink {
     // Fastify logs a request and runs onResponse when the response finishes; a
     // client that leaves first never lets it finish, so say it here.
     this.#log.info('fastify-html-sse: the client closed the stream')
-    this.#end(false, false)
+    this.end('client')
   }
 
-  /** @internal Ends the stream; drops the connection when unsent bytes would hold it open. */
-  shutdown(): void {
-    this.#end(this.#res.writableLength > 0, false)
+  /**
+   * @internal Ends the stream after a `retry:` hint of `retryMs` (drain, lifetime,
+   * a broker outage during resume); drops the connection when unsent bytes would
+   * hold it open.
+   */
+  endWithRetry(retryMs: number, reason: CloseReason): void {
+    if (this.#closed) return
+    // At shutdown, unsent bytes would hold app.close() open; otherwise only a full socket is given up.
+    const stuck = reason === 'shutdown' ? this.#res.writableLength > 0 : this.#full
+    if (!stuck && this.#head === this.#queue.length) this.#write(retryFrame(retryMs))
+    this.end(reason, stuck)
     // On Node < 24 an HTTP/2 server waits for idle sessions (Fastify closes them only with
     // forceCloseConnections: true): let the session that carried this stream go once it is done.
-    ;(this.#res as { stream?: { session?: { close(): void } } }).stream?.session?.close()
+    if (reason === 'shutdown') (this.#res as { stream?: { session?: { close(): void } } }).stream?.session?.close()
+  }
+
+  /** @internal Ends the stream after `ms` (its lifetime), with a `retry:` hint of up to `retryMs`. */
+  expireAfter(ms: number, retryMs: number): void {
+    this.#timer = setTimeout(() => this.endWithRetry(Math.floor(Math.random() * retryMs), 'lifetime'), ms)
+    this.#timer.unref()
   }
 
   /**
    * @internal Writes a published frame without waiting. Returns false when the
    * socket is over its high-water mark (the caller may yield to let it drain).
-   * Past `maxBufferedBytes` of unsent bytes the stream is dropped.
    */
   write(chunk: Buffer | string): boolean {
     if (this.#closed) return true
     this.idle = false
     if (this.#head === this.#queue.length) {
-      if (this.#res.write(chunk)) return true
+      if (this.#write(chunk)) return true
       this.#markFull()
     } else {
       this.#enqueue(chunk, null)
     }
-    if (this.#queuedBytes + this.#res.writableLength > this.#max) this.#end(true, true)
     return false
   }
 
@@ -198,12 +281,11 @@ export class Sink implements SseSink {
     if (this.#closed) return NOT_SENT
     this.idle = false
     if (this.#head === this.#queue.length && !this.#full) {
-      if (!this.#res.write(frame)) this.#markFull()
+      if (!this.#write(frame)) this.#markFull()
       return SENT
     }
     return new Promise((resolve) => {
       this.#enqueue(frame, resolve)
-      if (this.#queuedBytes + this.#res.writableLength > this.#max) this.#end(true, true)
     })
   }
 
@@ -215,29 +297,77 @@ export class Sink implements SseSink {
     this.idle = true
   }
 
-  /** @internal Sends the items of `source`, then ends the stream unless it has topics. */
-  async pump(source: SseSource): Promise<void> {
-    if (
-      source === null ||
-      typeof source !== 'object' ||
-      !(Symbol.asyncIterator in source || Symbol.iterator in source)
-    ) {
-      this.#log.error(
-        { err: new FST_ERR_HTML_SSE_SOURCE_INVALID(`a function returning ${describe(source)}`) },
-        'fastify-html-sse: the source function did not return an iterable; the stream was ended'
-      )
-      this.close()
+  /**
+   * @internal Called by the hub's watch timer while bytes wait. A client that
+   * accepts no bytes for two checks while more than `maxBufferedBytes` wait
+   * stopped reading; one whose backlog stays over it and keeps growing for
+   * `fallingChecks` checks reads slower than the stream and cannot catch up;
+   * one that accepts nothing for `writeTimeoutMs` (0: never) is stalled. Each is
+   * dropped: its browser reconnects and resumes. A client that keeps reading is
+   * never shed, whatever one frame, burst or replay weighs.
+   * Returns whether the sink still needs watching.
+   */
+  check(now: number, maxBufferedBytes: number, writeTimeoutMs: number, fallingChecks: number): boolean {
+    if (this.#closed) return false
+    const waiting = this.#res.writableLength
+    const unsent = this.#queuedBytes + waiting
+    if (unsent === 0) {
+      this.#progressAt = 0
+      this.#lastUnsent = 0
+      return false
+    }
+    // Chunked encoding adds bytes that were never counted as written, so while
+    // nothing moves this only falls: it never shows progress that did not happen.
+    const flushed = this.#written - waiting
+    if (this.#progressAt === 0 || flushed > this.#flushedMark) {
+      this.#flushedMark = flushed
+      this.#progressAt = now
+      this.#stalledChecks = 0
+    } else {
+      this.#stalledChecks++
+    }
+    const over = unsent > maxBufferedBytes
+    this.#fallingChecks =
+      over && unsent >= this.#lastUnsent && this.#lastUnsent > maxBufferedBytes ? this.#fallingChecks + 1 : 0
+    this.#lastUnsent = unsent
+    if ((over && this.#stalledChecks >= 2) || this.#fallingChecks >= fallingChecks) {
+      this.#log.info('fastify-html-sse: a client fell more than maxBufferedBytes behind; its stream was closed')
+      this.end('dropped', true)
+      return false
+    }
+    if (writeTimeoutMs > 0 && now - this.#progressAt >= writeTimeoutMs) {
+      this.#log.info('fastify-html-sse: a client accepted no bytes for writeTimeoutMs; its stream was closed')
+      this.end('write_timeout', true)
+      return false
+    }
+    return true
+  }
+
+  /** @internal Sends the items of `source`, then ends the stream unless it has topics. Never rejects. */
+  async pump(source: SseSource | SseSourceFactory): Promise<void> {
+    let iterator: Iterator<SseItem> | AsyncIterator<SseItem>
+    try {
+      const made = typeof source === 'function' ? source(this) : source
+      if (made === null || typeof made !== 'object' || !(Symbol.asyncIterator in made || Symbol.iterator in made)) {
+        // An async function returns a promise: its rejection must not go unhandled.
+        if (isThenable(made)) Promise.resolve(made).catch(() => {})
+        throw new FST_ERR_HTML_SSE_SOURCE_INVALID(`a function returning ${describe(made)}`)
+      }
+      iterator =
+        Symbol.asyncIterator in made
+          ? (made as AsyncIterable<SseItem>)[Symbol.asyncIterator]()
+          : (made as Iterable<SseItem>)[Symbol.iterator]()
+    } catch (err) {
+      this.#log.error({ err }, 'fastify-html-sse: the stream source could not be started; the stream was ended')
+      this.end('error')
       return
     }
-    const iterator =
-      Symbol.asyncIterator in source
-        ? (source as AsyncIterable<SseItem>)[Symbol.asyncIterator]()
-        : (source as Iterable<SseItem>)[Symbol.iterator]()
     let finished = false
     // When the client leaves, return() runs the generator's `finally` now, not at its next yield.
     this.#stopSource = () => {
       if (!finished) this.#returnSource(iterator)
     }
+    let reason: CloseReason = 'server'
     try {
       while (!this.#closed) {
         const step = await iterator.next()
@@ -247,13 +377,14 @@ export class Sink implements SseSink {
       finished = true
     } catch (err) {
       finished = true
+      reason = 'error'
       // After the client left, an abort inside the source is how it was told to stop.
       if (this.#closed) this.#log.debug({ err }, 'fastify-html-sse: the stream source threw after the stream closed')
       else this.#log.error({ err }, 'fastify-html-sse: the stream source threw; the stream was ended')
-      if (iterator.return !== undefined) this.#returnSource(iterator)
+      this.#returnSource(iterator)
     } finally {
       this.#stopSource = null
-      if (this.topics.length === 0) this.close()
+      if (this.topics === null || this.topics.size === 0 || reason === 'error') this.end(reason)
     }
   }
 
@@ -281,14 +412,21 @@ export class Sink implements SseSink {
     throw new FST_ERR_HTML_SSE_ITEM_INVALID(describe(item))
   }
 
+  #write(chunk: Buffer | string): boolean {
+    this.#written += byteLength(chunk)
+    return this.#res.write(chunk)
+  }
+
   #enqueue(chunk: Buffer | string, resolve: ((sent: boolean) => void) | null): void {
-    const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+    const bytes = byteLength(chunk)
     this.#queue.push({ chunk, bytes, resolve })
     this.#queuedBytes += bytes
+    if (!this.watched) this.#owner.watch(this)
   }
 
   #markFull(): void {
     this.#full = true
+    if (!this.watched) this.#owner.watch(this)
     if (this.#drainHooked) return
     // Hooked on first need: an idle connection carries no drain listener.
     this.#drainHooked = true
@@ -304,7 +442,7 @@ export class Sink implements SseSink {
       const item = queue[this.#head] as Queued
       queue[this.#head++] = undefined as unknown as Queued
       this.#queuedBytes -= item.bytes
-      const flowing = this.#res.write(item.chunk)
+      const flowing = this.#write(item.chunk)
       item.resolve?.(true)
       if (!flowing) {
         this.#markFull()
@@ -317,10 +455,12 @@ export class Sink implements SseSink {
     }
   }
 
-  #end(destroy: boolean, dropped: boolean): void {
+  /** @internal Ends the stream once; `destroy` drops the connection instead of ending the response. */
+  end(reason: CloseReason, destroy = false): void {
     if (this.#closed) return
     this.#closed = true
-    this.#owner.remove(this, dropped)
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#owner.remove(this, reason)
     for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]?.resolve?.(false)
     this.#queue = []
     this.#head = 0
@@ -328,8 +468,6 @@ export class Sink implements SseSink {
     this.#stopSource?.()
     this.#ac?.abort()
     this.#resolveClosed?.()
-    if (dropped)
-      this.#log.info('fastify-html-sse: a client fell more than maxBufferedBytes behind; its stream was closed')
     if (destroy) this.#res.destroy()
     else if (!this.#res.destroyed) this.#res.end()
   }

@@ -47,7 +47,7 @@ test('publish renders once and sends the same bytes to every subscriber of the t
     [[id2, String(<Note text="for b" />)]]
   )
   t.equal(a1.events.length, 1, 'news subscribers do not get other')
-  t.same(app.sse.stats(), { connections: 3, topics: { news: 2, other: 1 }, published: 2, dropped: 0 })
+  t.same(app.sse.stats(), { connections: 3, topics: { news: 2, other: 1 }, published: 2, dropped: 0, refused: 0 })
 
   a1.close()
   a2.close()

@@ -1,0 +1,264 @@
+/**
+ * Connection ownership and health: which connections the broker made (and so
+ * closes), the one for commands and the one for the blocking read, a bound on
+ * every command, and the outage log.
+ *
+ * node-redis reconnects by itself; the broker only picks the strategy for the
+ * connections it owns (fail the first connect at once so the app's start
+ * fails clearly, then retry with backoff) and, for the reader, the client's
+ * own dead-socket detection (`socketTimeout`): `XREAD BLOCK` answers at least
+ * every `blockMs`, so a reader silent for `blockMs + commandTimeoutMs` is on a
+ * dead connection and is reconnected. The client's per-command `timeout` only
+ * covers a command still waiting to be written (node-redis drops the timer once
+ * the command is on the socket), so a command sent to a frozen server would
+ * wait forever: `send` passes that option and also bounds the wait for the
+ * reply.
+ */
+import { createClient } from 'redis'
+import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../../errors.js'
+import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
+
+const RECONNECT_BASE_MS = 50
+const RECONNECT_MAX_MS = 2000
+
+/** The coded error every failed Redis operation rejects with. */
+export function unavailable(reason: string, cause?: unknown): Error {
+  const err = new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE(reason)
+  if (cause !== undefined) err.cause = cause
+  return err
+}
+
+/** True for the coded error of `unavailable`. */
+export function isUnavailable(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
+}
+
+/** Waits before the next attempt: 50 ms doubling up to 2 s, with jitter so instances do not reconnect in step. */
+function backoff(retries: number): number {
+  return Math.min(RECONNECT_BASE_MS * 2 ** retries, RECONNECT_MAX_MS) + Math.floor(Math.random() * RECONNECT_BASE_MS)
+}
+
+/** The connections of one broker. */
+export class Connections {
+  readonly #options: ResolvedOptions
+  readonly #log: () => RedisBrokerLogger
+  /** Every connection this broker made: closed with it. */
+  readonly #owned = new Set<RedisClient>()
+  /** Callers waiting for a connection to be ready again, by connection. */
+  readonly #readyWaiters = new Map<RedisClient, Set<() => void>>()
+  #commands: Promise<RedisClient> | null = null
+  #commandsClient: RedisClient | null = null
+  #downSince: number | null = null
+  #failedAttempts = 0
+  #closed = false
+
+  constructor(options: ResolvedOptions, log: () => RedisBrokerLogger) {
+    this.#options = options
+    this.#log = log
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The connection for publish, replay and lastId: the given client, or one made on first use. */
+  commands(): Promise<RedisClient> {
+    if (this.#closed) return Promise.reject(unavailable('it is closed'))
+    const given = this.#options.client
+    if (given !== undefined) return Promise.resolve(given)
+    if (this.#commands === null) {
+      const client = this.#create(false)
+      const connecting = this.#connect(client, false).then((c) => {
+        this.#commandsClient = c
+        return c
+      })
+      this.#commands = connecting
+      connecting.catch(() => {
+        if (this.#commands === connecting) this.#commands = null
+      })
+    }
+    return this.#commands
+  }
+
+  /** A new connection for the blocking read, owned by the broker; its outages are logged. */
+  reader(): Promise<RedisClient> {
+    if (this.#closed) return Promise.reject(unavailable('it is closed'))
+    return this.#connect(this.#create(true), true)
+  }
+
+  /**
+   * Sends one command; rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when
+   * Redis refuses it, fails, or does not answer within `commandTimeoutMs`.
+   */
+  send(client: RedisClient, args: string[]): Promise<unknown> {
+    if (this.#closed) return Promise.reject(unavailable('it is closed'))
+    const ms = this.#options.commandTimeoutMs
+    const target = this.#options.target
+    return new Promise((resolve, reject) => {
+      let settled = false
+      const timer = setTimeout(() => {
+        settled = true
+        reject(unavailable(`Redis at ${target} did not answer ${args[0]} within ${ms} ms`))
+        this.#timedOut(client)
+      }, ms)
+      let sent: Promise<unknown>
+      try {
+        sent = client.sendCommand(args, { timeout: ms })
+      } catch (err) {
+        sent = Promise.reject(err)
+      }
+      sent.then(
+        (value) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (err: Error) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          reject(unavailable(`Redis at ${target} failed: ${err.message}`, err))
+        }
+      )
+    })
+  }
+
+  /** Resolves when `client` is ready for commands again, or the broker closes. */
+  ready(client: RedisClient): Promise<void> {
+    if (client.isReady || this.#closed) return Promise.resolve()
+    return new Promise((resolve) => {
+      let waiters = this.#readyWaiters.get(client)
+      if (waiters === undefined) {
+        waiters = new Set()
+        this.#readyWaiters.set(client, waiters)
+      }
+      waiters.add(resolve)
+    })
+  }
+
+  /** Drops `client` at once: a blocked command on it rejects. */
+  drop(client: RedisClient): void {
+    this.#owned.delete(client)
+    client.destroy()
+    this.#wake(client)
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    for (const client of this.#readyWaiters.keys()) this.#wake(client)
+    for (const client of this.#owned) {
+      if (client.isReady) await client.close().catch(() => client.destroy())
+      else client.destroy()
+    }
+    this.#owned.clear()
+  }
+
+  /**
+   * A command on the owned command connection went unanswered: the server is
+   * frozen or the path to it is dead, and the socket may never say so. Drop it;
+   * the next command connects anew (and fails just as fast while it lasts).
+   */
+  #timedOut(client: RedisClient): void {
+    if (client !== this.#commandsClient) return
+    this.#commandsClient = null
+    this.#commands = null
+    this.drop(client)
+  }
+
+  #create(reader: boolean): RedisClient {
+    let everReady = false
+    const socket = {
+      // Fail fast on the first connection (the app's start fails with a clear
+      // error), then retry for as long as it takes.
+      reconnectStrategy: (retries: number) => (everReady ? backoff(retries) : false),
+      ...(reader ? { socketTimeout: this.#options.blockMs + this.#options.commandTimeoutMs } : {})
+    }
+    const given = this.#options.client
+    const client =
+      given !== undefined
+        ? given.duplicate({ disableOfflineQueue: true, socket: { ...given.options?.socket, ...socket } })
+        : (createClient({ url: this.#options.url, disableOfflineQueue: true, socket }) as unknown as RedisClient)
+    client.on('ready', () => {
+      everReady = true
+      this.#wake(client)
+    })
+    this.#owned.add(client)
+    return client
+  }
+
+  async #connect(client: RedisClient, reader: boolean): Promise<RedisClient> {
+    let wasReady = false
+    client.on('ready', () => {
+      if (reader && wasReady) this.#up()
+      wasReady = true
+    })
+    client.on('error', (err: Error) => {
+      // Before the first ready, the error rejects connect(); after close, it is ours.
+      if (!wasReady || this.#closed || !reader) return
+      if (client.isReady) this.#log().error({ err }, `fastify-html-sse: Redis client error (${this.#options.target})`)
+      else this.#down(err)
+    })
+    client.on('terminated', (err: Error) => {
+      if (reader && wasReady && !this.#closed) {
+        this.#log().error(
+          { err },
+          `fastify-html-sse: the Redis connection to ${this.#options.target} gave up reconnecting`
+        )
+      }
+    })
+    const target = this.#options.target
+    const ms = this.#options.commandTimeoutMs
+    let timer: NodeJS.Timeout | undefined
+    try {
+      // A frozen server accepts the TCP connection and never answers the handshake.
+      await Promise.race([
+        client.connect(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+        })
+      ])
+    } catch (err) {
+      this.drop(client)
+      throw unavailable(`cannot connect to Redis at ${target}: ${(err as Error).message}`, err)
+    } finally {
+      clearTimeout(timer)
+    }
+    if (this.#closed) {
+      this.drop(client)
+      throw unavailable('it is closed')
+    }
+    return client
+  }
+
+  #down(err: Error): void {
+    if (this.#downSince !== null) {
+      this.#failedAttempts++
+      return
+    }
+    this.#downSince = Date.now()
+    this.#failedAttempts = 0
+    this.#log().warn(
+      { err },
+      `fastify-html-sse: lost the connection to Redis at ${this.#options.target}; publishing fails (FST_ERR_HTML_SSE_BROKER_UNAVAILABLE) and live delivery waits until it is back; reconnecting`
+    )
+  }
+
+  #up(): void {
+    if (this.#downSince === null || this.#closed) return
+    const downMs = Date.now() - this.#downSince
+    this.#downSince = null
+    this.#log().info(
+      { downMs, failedAttempts: this.#failedAttempts },
+      `fastify-html-sse: reconnected to Redis at ${this.#options.target} after ${downMs} ms`
+    )
+  }
+
+  #wake(client: RedisClient): void {
+    const waiters = this.#readyWaiters.get(client)
+    if (waiters === undefined) return
+    this.#readyWaiters.delete(client)
+    for (const wake of waiters) wake()
+  }
+}

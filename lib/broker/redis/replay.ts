@@ -1,0 +1,132 @@
+/**
+ * Resume after a `Last-Event-ID`, and the newest id.
+ *
+ * A replay never returns an event the reader has not yet delivered: it is
+ * bounded at the reader's position, and what comes after reaches the stream as
+ * live events through the hub's handoff, so the two never overlap. It is
+ * answered from the recent window when the window holds the id (no Redis
+ * command), from `XRANGE <lastId> <position>` otherwise; concurrent replays of
+ * one id share that command (a reconnect storm after a deploy asks the same
+ * ids many times).
+ */
+import type { BrokerEvent, BrokerReplay } from '../types.js'
+import { compareIds, parseId, withId } from '../types.js'
+import type { Connections } from './connection.js'
+import type { ResolvedOptions } from './options.js'
+import type { StreamReader } from './reader.js'
+import { entriesOf, field } from './reply.js'
+import type { RecentWindow } from './window.js'
+
+/** A shared `XRANGE`: the events after an id up to `bound` (all topics), or null when the id is gone or too old. */
+interface Fetch {
+  readonly bound: string | null
+  readonly events: Promise<BrokerEvent[] | null>
+}
+
+function only(events: readonly BrokerEvent[], topics: readonly string[]): BrokerEvent[] {
+  if (topics.length === 1) return events.filter((e) => e.topic === topics[0])
+  const wanted = new Set(topics)
+  return events.filter((e) => wanted.has(e.topic))
+}
+
+export class Replays {
+  readonly #conns: Connections
+  readonly #reader: StreamReader
+  readonly #window: RecentWindow
+  readonly #options: ResolvedOptions
+  readonly #inFlight = new Map<string, Fetch>()
+
+  constructor(conns: Connections, reader: StreamReader, window: RecentWindow, options: ResolvedOptions) {
+    this.#conns = conns
+    this.#reader = reader
+    this.#window = window
+    this.#options = options
+  }
+
+  async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
+    if (parseId(lastId) === null) return this.#notFound()
+    const bound = this.#reader.running ? this.#reader.position : null
+    if (bound !== null && bound !== '0-0') {
+      if (lastId === bound) return { found: true, events: [] }
+      if (compareIds(lastId, bound) > 0) {
+        // Newer than what was delivered here: its events reach the stream live. It must exist, though.
+        return (await this.#exists(lastId)) ? { found: true, events: [] } : this.#notFound()
+      }
+      const recent = this.#window.after(lastId)
+      if (recent !== null) return { found: true, events: only(recent, topics) }
+    }
+    const events = await this.#fetch(lastId, bound)
+    return events === null ? this.#notFound() : { found: true, events: only(events, topics) }
+  }
+
+  /** The newest id: the reader's position when it is current, else Redis's. */
+  async lastId(): Promise<string | null> {
+    if (this.#reader.current()) return this.#reader.position === '0-0' ? null : this.#reader.position
+    const client = await this.#conns.commands()
+    const reply = await this.#conns.send(client, ['XREVRANGE', this.#options.key, '+', '-', 'COUNT', '1'])
+    return entriesOf(reply)[0]?.[0] ?? null
+  }
+
+  async #notFound(): Promise<BrokerReplay> {
+    // The hub's reset carries this id and its live events follow it: the reader's position fits exactly.
+    if (this.#reader.running) {
+      const at = this.#reader.position
+      return { found: false, head: at === '0-0' ? null : at }
+    }
+    return { found: false, head: await this.lastId() }
+  }
+
+  async #exists(id: string): Promise<boolean> {
+    const client = await this.#conns.commands()
+    return entriesOf(await this.#conns.send(client, ['XRANGE', this.#options.key, id, id])).length > 0
+  }
+
+  async #fetch(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {
+    let shared = this.#inFlight.get(lastId)
+    if (shared === undefined) {
+      const fetch: Fetch = { bound, events: this.#range(lastId, bound) }
+      shared = fetch
+      this.#inFlight.set(lastId, fetch)
+      const done = () => {
+        if (this.#inFlight.get(lastId) === fetch) this.#inFlight.delete(lastId)
+      }
+      fetch.events.then(done, done)
+    }
+    const events = await shared.events
+    if (events === null || shared.bound === bound || bound === null) return events
+    // Joined a command sent at an earlier position: add what the reader delivered since, up to ours.
+    const since = shared.bound === null ? [] : this.#window.after(shared.bound)
+    if (since === null) return this.#range(lastId, bound)
+    const more = since.filter((e) => compareIds(e.id, bound) <= 0)
+    return events.length + more.length > this.#options.replay ? null : [...events, ...more]
+  }
+
+  async #range(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {
+    const client = await this.#conns.commands()
+    const replay = this.#options.replay
+    const reply = await this.#conns.send(client, [
+      'XRANGE',
+      this.#options.key,
+      lastId,
+      bound ?? '+',
+      'COUNT',
+      String(replay + 2)
+    ])
+    const entries = entriesOf(reply)
+    // The id must still be an entry, and at most `replay` events may follow it.
+    if (entries[0]?.[0] !== lastId || entries.length - 1 > replay) return null
+    const events: BrokerEvent[] = []
+    for (let i = 1; i < entries.length; i++) {
+      const [id, fields] = entries[i] as [string, unknown[]]
+      const cached = this.#window.get(id)
+      if (cached !== undefined) {
+        events.push(cached)
+        continue
+      }
+      const topic = field(fields, 't')
+      const body = field(fields, 'b')
+      if (topic !== undefined && body !== undefined) events.push({ id, topic, frame: withId(id, body) })
+    }
+    return events
+  }
+}
