@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util'
 import { buildOurs, lock } from './harness.mjs'
 import { Side } from './side.mjs'
-import { logger, median, paired, pairRatio, save } from './stats.mjs'
+import { logger, median, paired, save } from './stats.mjs'
 
 const { values: o } = parseArgs({
   options: {
@@ -101,7 +101,7 @@ for (let r = 0; r < rounds; r++) {
   await ref.stop()
 }
 
-const cellOf = (kind, series, pairKey, n) => {
+const cellOf = (kind, series, pairKey) => {
   const v = median(series)
   return kind === 'raw' ? { v } : { v, x: median(res[kind].pairs[pairKey] ?? []) }
 }

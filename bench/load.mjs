@@ -232,10 +232,11 @@ const handlers = {
   /** Arm a measurement: done when every socket has k more events (or every verified one reached untilSeq). */
   arm({ name = 'main', k, expect, untilSeq, latency = false, seq0 = 0, verify = 0 }) {
     const g = group(name)
-    g.conns.forEach((c, i) => {
+    let checked = 0
+    for (const c of g.conns) {
       c.count = 0
-      if (i < verify) c.verify = verifier(seq0)
-    })
+      if (c.status === 200 && checked++ < verify) c.verify = verifier(seq0)
+    }
     const target = k * (expect ?? g.conns.length)
     run = { g, target, untilSeq, latency, lat: [], latMax: 2e6, total: 0, t0: hrtime(), cpu0: process.cpuUsage() }
     setImmediate(check)

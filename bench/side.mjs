@@ -70,7 +70,7 @@ export class Side {
     const seq0 = nextSeq(k)
     const acct = cpuAccount()
     const [s0, c0] = await Promise.all([this.server.rpc('cpu'), this.load.rpc('cpu')])
-    await this.load.rpc('arm', { k, verify: 1, seq0 })
+    await this.load.rpc('arm', { k, verify: 1, seq0, expect: this.n })
     const sent = await this.server.rpc('burst', { k, seq0 }, 600_000)
     const done = await this.load.next('done', 600_000)
     const [s1, c1] = await Promise.all([this.server.rpc('cpu'), this.load.rpc('cpu')])
@@ -91,7 +91,7 @@ export class Side {
   async latency(rate, seconds) {
     let done
     for (const count of [rate, rate * seconds]) {
-      await this.load.rpc('arm', { k: count, latency: true })
+      await this.load.rpc('arm', { k: count, latency: true, expect: this.n })
       await this.server.rpc('paced', { rate, count, seq0: nextSeq(count) }, 600_000)
       done = await this.load.next('done', 120_000)
     }

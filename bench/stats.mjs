@@ -17,11 +17,6 @@ export function median(values) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
 }
 
-/** Median of the per-pair ratios a[i] / b[i]. */
-export function pairRatio(a, b) {
-  return median(a.map((x, i) => x / b[i]))
-}
-
 /** q-quantile of a sorted array. */
 export function quantile(sorted, q) {
   if (sorted.length === 0) return null
