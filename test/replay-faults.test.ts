@@ -1,49 +1,96 @@
 /**
- * The replay handoff when the broker is slow or failing: a broker that wraps
- * the memory broker and delays or rejects `replay`.
+ * The replay handoff when the broker is slow, failing or skips events: a broker
+ * that wraps the memory broker and holds `replay` until the test lets it go.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
-import { type Broker, memoryBroker } from '../lib/index.js'
-import { makeApp } from './helpers/app.js'
+import { type Broker, type BrokerGapListener, FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, memoryBroker } from '../lib/index.js'
+import { errorsIn, makeApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
+
+interface Gate {
+  /** Lets the held replays go. */
+  open(): void
+  wait: Promise<void>
+}
+
+function gate(): Gate {
+  let open!: () => void
+  const wait = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { open, wait }
+}
+
+interface Wrapped {
+  broker: Broker
+  /** How many replays were answered. */
+  answered: () => number
+  /** The hub's gap listener, once it listens. */
+  gap: () => BrokerGapListener
+}
 
 function wrapped(replay: (inner: Broker, topics: readonly string[], lastId: string) => ReturnType<Broker['replay']>) {
   const inner = memoryBroker()
+  let answered = 0
+  let onGap: BrokerGapListener | undefined
   const broker: Broker = {
     publish: (topic, body) => inner.publish(topic, body),
-    replay: (topics, lastId) => replay(inner, topics, lastId),
+    replay: async (topics, lastId) => {
+      try {
+        return await replay(inner, topics, lastId)
+      } finally {
+        answered++
+      }
+    },
     lastId: () => inner.lastId(),
-    listen: (listener) => inner.listen(listener),
+    listen: (listener, gapListener) => {
+      onGap = gapListener
+      return inner.listen(listener)
+    },
     unlisten: (listener) => inner.unlisten(listener),
     close: () => inner.close()
   }
-  return broker
+  return { broker, answered: () => answered, gap: () => onGap as BrokerGapListener } satisfies Wrapped
 }
 
-test('a replay that fails starts the stream with a reset and goes live; it is logged as a warning', async (t) => {
-  const broker = wrapped(() => Promise.reject(new Error('backend down')))
+test('a replay the broker cannot serve keeps the client position: the stream ends with a retry hint, no reset', async (t) => {
+  let down = true
+  const { broker } = wrapped((inner, topics, lastId) =>
+    down ? Promise.reject(new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE('test outage')) : inner.replay(topics, lastId)
+  )
   const { app, logs } = await makeApp({ broker })
   app.get('/events', (_req, reply) => {
     reply.sse({ topics: ['a'] })
   })
   const base = await listen(app)
   t.teardown(() => app.close())
-  await app.sse.publish('a', '<p>old</p>')
-  const client = await connect(`${base}/events`, { 'last-event-id': '1-1' })
-  await client.waitFor(1)
-  t.equal(client.events[0]?.event, 'reset')
-  t.equal(client.events[0]?.id, '', 'the reset clears the id')
-  await app.sse.publish('a', '<p>live</p>')
-  await client.waitFor(2)
-  t.equal(client.events[1]?.data, '<p>live</p>')
-  t.ok(logs.some((l) => l.level === 40 && /replay failed/.test(l.msg)))
+  const first = await app.sse.publish('a', '<p>1</p>')
+  await app.sse.publish('a', '<p>2</p>')
+
+  const during = await connect(`${base}/events`, { 'last-event-id': first })
+  await during.ended
+  t.same(during.events, [], 'no reset, no id: the browser keeps its Last-Event-ID')
+  t.match(during.raw, /^event: retry\nretry: \d+\n\n$/, 'only a retry hint')
+  t.ok(logs.some((l) => l.level === 40 && /could not replay/.test(l.msg)))
+  t.equal(app.sse.stats().connections, 0)
+
+  down = false
+  const after = await connect(`${base}/events`, { 'last-event-id': first })
+  await after.waitFor(1)
+  t.same(
+    after.events.map((e) => e.data),
+    ['<p>2</p>'],
+    'the same id resumes once the broker answers'
+  )
+  after.close()
+  t.same(errorsIn(logs), [])
 })
 
 test('live events that race a slow replay are neither lost nor repeated', async (t) => {
-  const broker = wrapped(async (inner, topics, lastId) => {
+  const hold = gate()
+  const { broker } = wrapped(async (inner, topics, lastId) => {
     const result = await inner.replay(topics, lastId)
-    await sleep(100) // live events arrive meanwhile
+    await hold.wait // live events arrive meanwhile
     return result
   })
   const { app } = await makeApp({ broker })
@@ -57,20 +104,24 @@ test('live events that race a slow replay are neither lost nor repeated', async 
   const client = await connect(`${base}/events`, { 'last-event-id': first })
   await until(() => app.sse.stats().topics.a === 1)
   await app.sse.publish('a', '<p>3</p>')
-  await client.waitFor(2)
-  await sleep(20)
+  hold.open()
+  await app.sse.publish('a', '<p>end</p>')
+  await client.waitFor(3)
+  await until(() => client.events.some((e) => e.data === '<p>end</p>'))
   t.same(
     client.events.map((e) => e.data),
-    ['<p>2</p>', '<p>3</p>']
+    ['<p>2</p>', '<p>3</p>', '<p>end</p>']
   )
+  client.close()
 })
 
-test('a client that leaves during a slow replay is cleaned up', async (t) => {
-  const broker = wrapped(async (inner, topics, lastId) => {
-    await sleep(100)
+test('a client that leaves during a slow replay is cleaned up, and the late replay writes nothing', async (t) => {
+  const hold = gate()
+  const wrap = wrapped(async (inner, topics, lastId) => {
+    await hold.wait
     return inner.replay(topics, lastId)
   })
-  const { app } = await makeApp({ broker })
+  const { app, logs } = await makeApp({ broker: wrap.broker })
   app.get('/events', (_req, reply) => {
     reply.sse({ topics: ['a'] })
   })
@@ -81,6 +132,81 @@ test('a client that leaves during a slow replay is cleaned up', async (t) => {
   await until(() => app.sse.stats().connections === 1)
   client.close()
   await until(() => app.sse.stats().connections === 0)
-  await sleep(150)
-  t.same(app.sse.stats().topics, {})
+  t.same({ ...app.sse.stats().topics }, {}, 'no topic keeps the closed stream')
+  hold.open()
+  await until(() => wrap.answered() === 1, 5000, 'the replay to be answered')
+  t.same({ ...app.sse.stats().topics }, {})
+  t.same(errorsIn(logs), [])
+})
+
+test('a gap reported during a replay wins: the stream gets one reset with the head, then live events', async (t) => {
+  const hold = gate()
+  const wrap = wrapped(async (inner, topics, lastId) => {
+    await hold.wait
+    return inner.replay(topics, lastId)
+  })
+  const { app } = await makeApp({ broker: wrap.broker })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['a'] })
+  })
+  app.get('/plain', (_req, reply) => {
+    reply.sse()
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const first = await app.sse.publish('a', '<p>1</p>')
+  const second = await app.sse.publish('a', '<p>2</p>')
+  const resuming = await connect(`${base}/events`, { 'last-event-id': first })
+  const live = await connect(`${base}/events`)
+  const idle = await connect(`${base}/plain`)
+  await until(() => app.sse.stats().topics.a === 2)
+  wrap.gap()(second)
+  hold.open()
+  await until(() => wrap.answered() === 1)
+  await app.sse.publish('a', '<p>3</p>')
+  await resuming.waitFor(2)
+  await live.waitFor(2)
+  for (const client of [resuming, live]) {
+    t.same(
+      client.events.map((e) => [e.event, e.id, e.data]),
+      [
+        ['reset', second, ''],
+        [undefined, client.events[1]?.id, '<p>3</p>']
+      ]
+    )
+  }
+  t.equal(idle.events.length, 0, 'a stream without topics is not reset')
+  for (const client of [resuming, live, idle]) client.close()
+})
+
+test('live events held during a slow replay are bounded by maxBufferedBytes; the client resumes with the same id', async (t) => {
+  const hold = gate()
+  let slow = true
+  const { broker } = wrapped(async (inner, topics, lastId) => {
+    if (slow) await hold.wait
+    return inner.replay(topics, lastId)
+  })
+  const { app } = await makeApp({ broker, maxBufferedBytes: 16 * 1024, replay: 1000 })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['a'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const first = await app.sse.publish('a', '<p>0</p>')
+  const client = await connect(`${base}/events`, { 'last-event-id': first })
+  await until(() => app.sse.stats().topics.a === 1)
+  const chunk = 'x'.repeat(1024)
+  for (let i = 1; i <= 20; i++) await app.sse.publish('a', `<p>${i}${chunk}</p>`)
+  await client.ended
+  t.equal(client.events.length, 0, 'nothing was sent before the replay')
+  t.equal(app.sse.stats().dropped, 1)
+  slow = false
+  hold.open()
+  const again = await connect(`${base}/events`, { 'last-event-id': first })
+  await again.waitFor(20)
+  t.same(
+    again.events.map((e) => e.data.slice(0, 6)),
+    Array.from({ length: 20 }, (_, i) => `<p>${i + 1}${chunk}`.slice(0, 6))
+  )
+  again.close()
 })
