@@ -1,23 +1,28 @@
 /**
- * The example app: one page, streamed to htmx 2 (`/`) or htmx 4 (`/?htmx=4`).
+ * The example app: one page, on htmx 2 (`/`) or htmx 4 (`/?htmx=4`).
  *
  * Each tab opens ONE event stream, `/live`, which carries both kinds of events:
  * - its own: a clock (an async generator) and a button (pushed with `sink.send()`);
- * - shared ones, from topics every tab subscribes to: notes, the open-stream
- *   count, new jobs. `app.sse.publish()` renders each once for all tabs.
- * Messages name where they go with `<hx-partial hx-target>`, which htmx 2 and
+ * - shared ones, from topics every tab subscribes to: notes, the open-tab count,
+ *   new jobs. `app.sse.publish()` renders each once for all tabs.
+ * Every message names where it goes with `<Partial target>`, which htmx 2 and
  * htmx 4 both understand, so the same frames serve both. A running job has a
  * stream of its own, which it closes with a `done` event.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
-import htmlSse, { type Broker, type SseSink, sseMessage } from '../lib/index.js'
+import formbody from '@fastify/formbody'
+import { fastifyKitaHtml } from '@kitajs/fastify-html-plugin'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import htmlSse, { type Broker, type SseSink, sseMessage } from 'fastify-html-sse'
+import { Partial } from 'fastify-html-sse/components'
+import { HTMX_LINES, type Htmx, htmxOf } from './htmx.js'
+// Sets the global MeterProvider, which the plugin takes its meter from when it registers.
+import { prometheusText } from './metrics.js'
 import {
   Button,
   Clock,
   clockTime,
   FAVICON,
-  type HtmxLine,
   type Job,
   JobCard,
   type Note,
@@ -25,7 +30,6 @@ import {
   NoteItem,
   NoteList,
   Page,
-  Partial,
   Presence,
   Progress
 } from './views.js'
@@ -43,19 +47,12 @@ export interface BuildAppOptions {
 
 interface PageQuery {
   htmx?: string
+  /** `/?lastEventId=stale` shows what a page does when its stream cannot resume. */
   lastEventId?: string
 }
 
-const HTMX_LINES: readonly HtmxLine[] = [2, 4]
-
-function htmxLine(query: PageQuery): HtmxLine {
-  return query.htmx === '4' ? 4 : 2
-}
-
-/** Sends a page or a fragment (`@kitajs/html` returns a promise only for async components). */
-async function sendHtml(reply: FastifyReply, html: JSX.Element): Promise<FastifyReply> {
-  return reply.type('text/html; charset=utf-8').send(await html)
-}
+/** A job card holds an <SseSource>, whose markup differs between the htmx lines. */
+const jobsTopic = (htmx: Htmx) => `jobs:htmx${htmx}`
 
 /**
  * The per-tab clock, ten updates a second. `signal` (the sink's) ends it the
@@ -66,7 +63,7 @@ async function* clock(signal: AbortSignal, log: FastifyBaseLogger) {
   try {
     while (!signal.aborted) {
       count++
-      yield sseMessage(
+      yield (
         <Partial target="#clock">
           <Clock count={count} time={clockTime()} />
         </Partial>
@@ -79,19 +76,13 @@ async function* clock(signal: AbortSignal, log: FastifyBaseLogger) {
 }
 
 /** The per-tab button, once a second, until the stream closes (`send` resolves false). */
-async function pushButton(sink: SseSink, htmx: HtmxLine): Promise<void> {
+async function pushButton(sink: SseSink): Promise<void> {
   for (let count = 1; ; count++) {
-    // htmx 2 swaps a named event into the element with a matching `sse-swap`.
-    // htmx 4 swaps only unnamed events (named ones become DOM events), so there
-    // the same <Button> travels unnamed, in a partial.
-    const sent =
-      htmx === 2
-        ? await sink.send(<Button count={count} />, 'button')
-        : await sink.send(
-            <Partial target="#button">
-              <Button count={count} />
-            </Partial>
-          )
+    const sent = await sink.send(
+      <Partial target="#button">
+        <Button count={count} />
+      </Partial>
+    )
     if (!sent) return
     try {
       await sleep(1000, undefined, { signal: sink.signal })
@@ -99,14 +90,6 @@ async function pushButton(sink: SseSink, htmx: HtmxLine): Promise<void> {
       return
     }
   }
-}
-
-function presenceMessage(count: number): JSX.Element {
-  return (
-    <Partial target="#presence">
-      <Presence count={count} />
-    </Partial>
-  )
 }
 
 /**
@@ -120,30 +103,23 @@ function presenceMessage(count: number): JSX.Element {
  */
 export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({ logger: opts.logger ?? false })
+  await app.register(formbody)
+  await app.register(fastifyKitaHtml)
   await app.register(htmlSse, { broker: opts.broker, heartbeatMs: opts.heartbeatMs })
-
-  // htmx posts forms as application/x-www-form-urlencoded.
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
-    done(null, Object.fromEntries(new URLSearchParams(body as string)))
-  })
 
   const notes: Note[] = []
   const jobs = new Map<number, Job>()
   let lastJobId = opts.jobIdBase ?? 0
-  // Aborted when the app closes: running jobs stop.
+  let tabs = 0
+  // Aborted when the app closes: running jobs stop, presence goes quiet.
   const closing = new AbortController()
 
-  app.get<{ Querystring: PageQuery }>('/', (request, reply) => {
-    return sendHtml(
-      reply,
-      <Page
-        htmx={htmxLine(request.query)}
-        connections={app.sse.stats().connections}
-        notes={notes}
-        jobs={[...jobs.values()].reverse()}
-        lastEventId={request.query.lastEventId}
-      />
-    )
+  app.get<{ Querystring: PageQuery }>('/', async (request, reply) => {
+    const htmx = htmxOf(request.query)
+    const state = { tabs, notes: [...notes], jobs: [...jobs.values()].reverse() }
+    // The id this state is current at: the page stream resumes from there.
+    const lastEventId = request.query.lastEventId ?? (await app.sse.lastId())
+    return reply.html(<Page htmx={htmx} lastEventId={lastEventId} {...state} />)
   })
 
   app.get('/favicon.svg', (_request, reply) => {
@@ -151,19 +127,32 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   })
   app.get('/favicon.ico', (_request, reply) => reply.code(204).send())
 
+  function publishPresence(): void {
+    if (closing.signal.aborted) return
+    const message = (
+      <Partial target="#presence">
+        <Presence count={tabs} />
+      </Partial>
+    )
+    app.sse.publish('presence', message).catch((err: unknown) => app.log.warn({ err }, 'presence not published'))
+  }
+
   // The page stream: this tab's clock and button, and the shared topics.
   app.get<{ Querystring: PageQuery }>('/live', (request, reply) => {
-    const htmx = htmxLine(request.query)
     // A function of the sink, so the generator can use `sink.signal`.
     const sink = reply.sse((sink) => clock(sink.signal, request.log), {
-      // A job card holds an <SseSource>, whose attributes differ between the htmx lines.
-      topics: ['notes', 'presence', `jobs:htmx${htmx}`]
+      topics: ['notes', 'presence', jobsTopic(htmxOf(request.query))]
     })
-    void sink.send(presenceMessage(app.sse.stats().connections))
-    void pushButton(sink, htmx)
+    tabs++
+    publishPresence()
+    void sink.closed.then(() => {
+      tabs--
+      publishPresence()
+    })
+    void pushButton(sink)
   })
 
-  app.post<{ Body: { text?: unknown } | undefined }>('/notes', async (request, reply) => {
+  app.post<{ Body: { text?: string } }>('/notes', async (request, reply) => {
     const text = String(request.body?.text ?? '')
       .trim()
       .slice(0, 280)
@@ -178,11 +167,12 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
         </Partial>
       )
     }
-    return sendHtml(reply, <NoteForm />)
+    // A fresh, empty form; the note itself arrives over the stream, in every tab.
+    return reply.html(<NoteForm />)
   })
 
   // What a page refetches after a `reset`.
-  app.get('/notes', (_request, reply) => sendHtml(reply, <NoteList notes={notes} />))
+  app.get('/notes', (_request, reply) => reply.html(<NoteList notes={notes} />))
 
   app.post('/jobs', async (_request, reply) => {
     const id = ++lastJobId
@@ -193,7 +183,7 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
     jobs.delete(id - 5)
     for (const htmx of HTMX_LINES) {
       await app.sse.publish(
-        `jobs:htmx${htmx}`,
+        jobsTopic(htmx),
         <Partial target="#jobs" swap="afterbegin">
           <JobCard job={job} htmx={htmx} />
         </Partial>
@@ -226,33 +216,17 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   app.get<{ Params: { id: string } }>('/jobs/:id/events', (request, reply) => {
     const id = Number(request.params.id)
     // With a shared broker the job may run on another instance: its steps arrive through the topic.
-    if (opts.broker !== undefined && Number.isSafeInteger(id) && id > 0) {
-      reply.sse({ topics: [`job:${id}`] })
-      return
-    }
-    const job = jobs.get(id)
-    if (job === undefined) {
-      // Unknown or expired: tell the card to stop instead of letting it reconnect forever.
-      reply.sse([sseMessage('', 'done')])
-      return
-    }
-    reply.sse({ topics: [`job:${job.id}`] })
+    const known = opts.broker === undefined ? jobs.has(id) : Number.isSafeInteger(id) && id > 0
+    // Unknown or expired: tell the card to stop instead of letting it reconnect forever.
+    if (!known) reply.sse([sseMessage('', 'done')])
+    else reply.sse({ topics: [`job:${id}`] })
   })
 
-  // The open-stream count, published to every tab when it changes.
-  let connections = -1
-  const presence = setInterval(() => {
-    const now = app.sse.stats().connections
-    if (now === connections) return
-    connections = now
-    app.sse.publish('presence', presenceMessage(now)).catch((err: unknown) => {
-      app.log.warn({ err }, 'presence not published')
-    })
-  }, 500)
-  presence.unref()
+  app.get('/metrics', async (_request, reply) => {
+    return reply.type('text/plain; version=0.0.4; charset=utf-8').send(await prometheusText())
+  })
 
   app.addHook('preClose', (done) => {
-    clearInterval(presence)
     closing.abort()
     done()
   })

@@ -3,7 +3,7 @@
  * PORT + 1) sharing topics through Redis (REDIS_URL). A note posted on one
  * updates the tabs of both; a browser may reconnect to either.
  */
-import { redisBroker } from '../lib/broker/redis.js'
+import { redisBroker } from 'fastify-html-sse/redis'
 import { buildApp } from './app.js'
 
 const port = Number(process.env.PORT ?? 3000)

@@ -14,7 +14,7 @@ const app = await buildApp({
   broker:
     redisUrl === undefined
       ? undefined
-      : (await import('../lib/broker/redis.js')).redisBroker({ url: redisUrl, prefix: 'fastify-html-sse:example:' })
+      : (await import('fastify-html-sse/redis')).redisBroker({ url: redisUrl, prefix: 'fastify-html-sse:example:' })
 })
 const url = await app.listen({ port, host })
 app.log.info(`open ${url}/ for htmx 2, ${url}/?htmx=4 for htmx 4`)

@@ -4,22 +4,8 @@
  * load and what a stream sends later are the same markup.
  */
 import type { PropsWithChildren } from '@kitajs/html'
-import { HtmxScripts, SseSource } from '../components/index.js'
-
-declare global {
-  namespace JSX {
-    interface IntrinsicElements {
-      /**
-       * htmx 2.0.11+ and htmx 4: the content goes into `hx-target` (with `hx-swap`),
-       * wherever the message itself lands. One stream can so update many places.
-       */
-      'hx-partial': HtmlTag
-    }
-  }
-}
-
-/** Which htmx line a page loads. */
-export type HtmxLine = 2 | 4
+import { HtmxScripts, SseSource } from 'fastify-html-sse/components'
+import { describeHtmx, HTMX_LINES, type Htmx, onStreamEvent, pagePath } from './htmx.js'
 
 export interface Note {
   text: string
@@ -60,7 +46,7 @@ export function Button({ count }: { count: number }): JSX.Element {
 export function Presence({ count }: { count: number }): JSX.Element {
   return (
     <>
-      {count} open {count === 1 ? 'stream' : 'streams'}
+      {count} open {count === 1 ? 'tab' : 'tabs'}
     </>
   )
 }
@@ -118,26 +104,14 @@ export function Progress({ id, percent, seconds }: { id: number; percent: number
   )
 }
 
-/** A job: a finished one is static; a running one streams its progress and stops on `done`. */
-export function JobCard({ job, htmx }: { job: Job; htmx: HtmxLine }): JSX.Element {
+/** A job: a finished one is static; a running one streams its progress from what it shows, and stops on `done`. */
+export function JobCard({ job, htmx }: { job: Job; htmx: Htmx }): JSX.Element {
   const progress = <Progress id={job.id} percent={job.percent} seconds={job.seconds} />
   if (job.done) return <article class="job">{progress}</article>
-  // `lastEventId` in the query is the plugin's stand-in for the Last-Event-ID header:
-  // the stream starts with every step published after what this card shows.
-  const url = `/jobs/${job.id}/events?lastEventId=${encodeURIComponent(job.lastEventId)}`
   return (
-    <SseSource url={url} close="done" htmx={htmx} class="job">
+    <SseSource url={`/jobs/${job.id}/events`} lastEventId={job.lastEventId} close="done" htmx={htmx} class="job">
       {progress}
     </SseSource>
-  )
-}
-
-/** A message for the page stream: its content replaces (or joins) the element `target` selects. */
-export function Partial({ target, swap, children }: PropsWithChildren<{ target: string; swap?: string }>): JSX.Element {
-  return (
-    <hx-partial hx-target={target} hx-swap={swap}>
-      {children}
-    </hx-partial>
   )
 }
 
@@ -159,122 +133,111 @@ function Card({ title, tag, hint, children }: PropsWithChildren<{ title: string;
 }
 
 export interface PageProps {
-  htmx: HtmxLine
-  connections: number
+  htmx: Htmx
+  /** Open tabs, as rendered; the stream keeps it current. */
+  tabs: number
   notes: readonly Note[]
   jobs: readonly Job[]
-  /** Passed on to the page stream as its `Last-Event-ID`: `?lastEventId=stale` shows a `reset`. */
-  lastEventId?: string
+  /** Where the page stream resumes: the id this state was rendered at. */
+  lastEventId: string | null
 }
 
-export function Page({ htmx, connections, notes, jobs, lastEventId }: PageProps): JSX.Element {
-  let live = `/live?htmx=${htmx}`
-  if (lastEventId !== undefined) live += `&lastEventId=${encodeURIComponent(lastEventId)}`
+export function Page({ htmx, tabs, notes, jobs, lastEventId }: PageProps): JSX.Element {
   return (
-    '<!doctype html>' +
-    (
-      <html lang="en">
-        <head>
-          <meta charset="utf-8" />
-          <meta name="viewport" content="width=device-width, initial-scale=1" />
-          <title>fastify-html-sse · htmx {htmx}</title>
-          <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
-          <style>{CSS}</style>
-          <HtmxScripts htmx={htmx} />
-        </head>
-        <body>
-          {/* One event stream per tab: over HTTP/1.1 a browser opens at most six
-              connections per host, for all its tabs together. */}
-          <SseSource url={live} htmx={htmx} id="live">
-            <header class="top">
-              <div class="bar">
-                <a class="brand" href={htmx === 2 ? '/' : '/?htmx=4'}>
-                  {LOGO}
-                  <span>
-                    fastify-html-sse <small>example</small>
-                  </span>
-                </a>
-                <span class="spacer"></span>
-                <span class="pill" id="presence">
-                  <Presence count={connections} />
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <title>fastify-html-sse · htmx {htmx}</title>
+        <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+        <style>{CSS}</style>
+        <HtmxScripts htmx={htmx} />
+      </head>
+      <body>
+        {/* One event stream per tab: over HTTP/1.1 a browser opens at most six
+            connections per host, for all its tabs together. It resumes from the
+            moment this page was rendered, so nothing published meanwhile is lost. */}
+        <SseSource url={`/live?htmx=${htmx}`} lastEventId={lastEventId} htmx={htmx} id="live">
+          <header class="top">
+            <div class="bar">
+              <a class="brand" href={pagePath(htmx)}>
+                {LOGO}
+                <span>
+                  fastify-html-sse <small>example</small>
                 </span>
-                <nav class="switch" aria-label="htmx version">
-                  <a href="/" aria-current={htmx === 2 ? 'page' : undefined}>
-                    htmx 2
+              </a>
+              <span class="spacer"></span>
+              <span class="pill" id="presence">
+                <Presence count={tabs} />
+              </span>
+              <nav class="switch" aria-label="htmx version">
+                {HTMX_LINES.map((line) => (
+                  <a href={pagePath(line)} aria-current={line === htmx ? 'page' : undefined}>
+                    htmx {line}
                   </a>
-                  <a href="/?htmx=4" aria-current={htmx === 4 ? 'page' : undefined}>
-                    htmx 4
-                  </a>
-                </nav>
-              </div>
-            </header>
-            <main>
-              <div class="intro">
-                <h1>Live HTML over Server-Sent Events</h1>
-                <p>
-                  Rendered with JSX on the server, streamed to htmx {htmx} over one event stream per tab. Open a second
-                  tab to watch the shared parts move together.
-                </p>
-              </div>
-              <div class="grid">
-                <Card
-                  title="Per-tab clock"
-                  tag="reply.sse(generator)"
-                  hint="Each tab gets its own async generator: ten updates a second. Close the tab and it stops at once."
-                >
-                  <div id="clock" class="clock">
-                    Connecting…
-                  </div>
-                </Card>
-                <Card
-                  title="Server-rendered button"
-                  tag={htmx === 2 ? 'event: button' : 'hx-partial'}
-                  hint={
-                    htmx === 2
-                      ? 'A <Button> component sent once a second with sink.send() as a named event, swapped by sse-swap="button".'
-                      : 'A <Button> component sent once a second with sink.send(). htmx 4 swaps only unnamed events, so it travels in an <hx-partial>.'
-                  }
-                >
-                  <div id="button" class="button-slot" sse-swap={htmx === 2 ? 'button' : undefined}>
-                    <Button count={0} />
-                  </div>
-                </Card>
-                <Card
-                  title="Notes"
-                  tag="topic: notes"
-                  hint="Publishing renders the note once and sends the same bytes to every open tab."
-                >
-                  <NoteForm />
-                  {/* After a reconnect the plugin can't resume from (a restart, say), the
-                      stream sends `reset` first: refetch the list. */}
-                  <div hx-get="/notes" hx-trigger={htmx === 2 ? 'sse:reset' : 'reset from:#live'}>
-                    <NoteList notes={notes} />
-                  </div>
-                </Card>
-                <Card
-                  title="Jobs"
-                  tag="topic: job:<id>"
-                  hint="A job publishes its progress on its own topic. Every tab shows it; a late one resumes from Last-Event-ID."
-                >
-                  <button type="button" class="primary" hx-post="/jobs" hx-swap="none">
-                    Start a 3-second job
-                  </button>
-                  <div id="jobs" class="jobs">
-                    {jobs.map((job) => (
-                      <JobCard job={job} htmx={htmx} />
-                    ))}
-                  </div>
-                </Card>
-              </div>
-              <footer>
-                htmx {htmx === 2 ? '2 with htmx-ext-sse' : '4 with hx-sse'}, served by the plugin from
-                /fastify-html-sse/. No CDN.
-              </footer>
-            </main>
-          </SseSource>
-        </body>
-      </html>
-    )
+                ))}
+              </nav>
+            </div>
+          </header>
+          <main>
+            <div class="intro">
+              <h1>Live HTML over Server-Sent Events</h1>
+              <p>
+                Rendered with JSX on the server, streamed to htmx {htmx} over one event stream per tab. Open a second
+                tab to watch the shared parts move together.
+              </p>
+            </div>
+            <div class="grid">
+              <Card
+                title="Per-tab clock"
+                tag="reply.sse(generator)"
+                hint="Each tab gets its own async generator: ten updates a second. Close the tab and it stops at once."
+              >
+                <div id="clock" class="clock">
+                  Connecting…
+                </div>
+              </Card>
+              <Card
+                title="Server-rendered button"
+                tag="sink.send()"
+                hint="A <Button> component pushed to this tab alone, once a second, into its slot with a <Partial>."
+              >
+                <div id="button" class="button-slot">
+                  <Button count={0} />
+                </div>
+              </Card>
+              <Card
+                title="Notes"
+                tag="topic: notes"
+                hint="Publishing renders the note once and sends the same bytes to every open tab."
+              >
+                <NoteForm />
+                {/* When the stream cannot resume (after a restart, say) it sends `reset`
+                    first: refetch the list. */}
+                <div hx-get="/notes" hx-trigger={onStreamEvent(htmx, 'reset', '#live')}>
+                  <NoteList notes={notes} />
+                </div>
+              </Card>
+              <Card
+                title="Jobs"
+                tag="topic: job:<id>"
+                hint="A job publishes its progress on its own topic. Every tab shows it; a late one resumes from Last-Event-ID."
+              >
+                <button type="button" class="primary" hx-post="/jobs" hx-swap="none">
+                  Start a 3-second job
+                </button>
+                <div id="jobs" class="jobs">
+                  {jobs.map((job) => (
+                    <JobCard job={job} htmx={htmx} />
+                  ))}
+                </div>
+              </Card>
+            </div>
+            <footer safe>{`${describeHtmx(htmx)}, served by the plugin from /fastify-html-sse/. No CDN.`}</footer>
+          </main>
+        </SseSource>
+      </body>
+    </html>
   )
 }
 

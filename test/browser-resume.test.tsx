@@ -159,7 +159,7 @@ const itemsOf = (page: Page) => page.$$eval('#items .item', (els) => els.map((el
 /** Waits until the page shows an item numbered `n` or higher. */
 async function shows(page: Page, n: number): Promise<void> {
   await page.waitForFunction(
-    (n) => [...document.querySelectorAll('#items .item')].some((el) => Number(el.textContent) >= n),
+    (n) => Array.from(document.querySelectorAll('#items .item')).some((el) => Number(el.textContent) >= n),
     n,
     { timeout: 15_000 }
   )
@@ -191,6 +191,7 @@ for (const htmx of [2, 4] as const) {
 
       await shows(page, 10)
       const before = items.streams.length
+      const outageAt = n
       await proxy.outage(1500)
       const resumedAt = n
       await until(

@@ -1,16 +1,19 @@
 /**
  * The example in a real browser (Debian's Chromium), with htmx 2 and htmx 4:
  * the clock ticks, the button swaps in, a note reaches every tab, a job runs
- * to 100% and closes its stream, the open-stream count follows tabs, a `reset`
+ * to 100% and closes its stream, the open-tab count follows tabs, a `reset`
  * refetches the list. No request leaves the app, nothing logs an error.
+ *
+ * The example imports the package by name, which resolves to dist/: `npm test`
+ * builds first; run `npm run build` before running this file alone.
  */
 import { copyFile, mkdir } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type { Page } from 'playwright-core'
 import t from 'tap'
 import { buildApp } from '../example/app.js'
 import { foreignRequests, launchChromium, type PageLog, watchPage } from './helpers/browser.js'
+import { until } from './helpers/sse.js'
 
 const artifacts = fileURLToPath(new URL('./artifacts/', import.meta.url))
 const readmeScreenshot = fileURLToPath(new URL('../example/screenshot.png', import.meta.url))
@@ -23,14 +26,6 @@ t.teardown(async () => {
   await browser.close()
   await app.close()
 })
-
-async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 /** Waits until the clock shows an update number above `above`, and returns it. */
 async function clockAbove(page: Page, above: number): Promise<number> {
@@ -77,7 +72,7 @@ for (const htmx of [2, 4] as const) {
 
     const b = await open()
     await clockAbove(b, 0)
-    await until(() => app.sse.stats().connections === 2, 'two page streams')
+    await until(() => app.sse.stats().connections === 2, 5000, 'two page streams')
     const fromA = `Hi from tab A: <b>this</b> stays text & "quoted"`
     await a.fill('input[name=text]', fromA)
     await a.click('form button[type=submit]')
@@ -98,7 +93,7 @@ for (const htmx of [2, 4] as const) {
     await presenceIs(a, 3)
     await c.close()
     await presenceIs(a, 2)
-    t.pass('the open-stream count follows a tab opening and closing')
+    t.pass('the open-tab count follows a tab opening and closing')
 
     const jobsBefore = await a.locator('#jobs > .job').count()
     await a.click('text=Start a 3-second job')
@@ -109,6 +104,7 @@ for (const htmx of [2, 4] as const) {
     t.match(await a.textContent('#jobs > .job:first-child'), /Done in \d/, 'the job reaches 100% in both tabs')
     await until(
       () => !Object.keys(app.sse.stats().topics).some((topic) => topic.startsWith('job:')),
+      5000,
       'the job streams to close'
     )
     t.pass('both tabs close the job stream on `done`')
@@ -136,12 +132,17 @@ for (const htmx of [2, 4] as const) {
       await copyFile(`${artifacts}example-htmx2.png`, readmeScreenshot)
 
     await Promise.all([a.close(), b.close()])
-    await until(() => app.sse.stats().connections === 0, 'every stream to close')
+    await until(() => app.sse.stats().connections === 0, 5000, 'every stream to close')
     t.same(log.errors, [], 'no console error, no page error')
     t.same(foreignRequests(log, new URL(base).host), [], 'no request leaves the app')
     t.ok(
-      log.requests.some((url) => url.includes(`/fastify-html-sse/htmx${htmx}`)),
-      'htmx comes from the plugin'
+      log.requests.some((url) => new RegExp(`/fastify-html-sse/[\\w-]{12}/htmx${htmx}\\.min\\.js$`).test(url)),
+      'htmx comes from the plugin, at a versioned path'
+    )
+    t.equal(
+      log.requests.some((url) => url.endsWith('/htmx2-resume.js')),
+      htmx === 2,
+      'the resume script is loaded for htmx 2 only'
     )
   })
 }
