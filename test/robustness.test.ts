@@ -294,7 +294,7 @@ test('stats().topics is safe for any topic name', async (t) => {
 
 test('registering the plugin twice on one server fails with a clear error', async (t) => {
   const { app } = await makeApp()
-  await t.rejects(app.register(htmlSse).ready(), { code: 'FST_ERR_HTML_SSE_REGISTERED_TWICE' })
+  await t.rejects(async () => app.register(htmlSse).ready(), { code: 'FST_ERR_HTML_SSE_REGISTERED_TWICE' })
   const { default: Fastify } = await import('fastify')
   const siblings = Fastify()
   siblings.register(async (a) => {

@@ -1,0 +1,199 @@
+/**
+ * Running it in production: admission limits, stream lifetime, drain hints and
+ * the write timeout, over real sockets.
+ */
+import { request } from 'node:http'
+import { EventSource } from 'eventsource'
+import { test } from 'tap'
+import type { SseSink } from '../lib/index.js'
+import { errorsIn, makeApp } from './helpers/app.js'
+import { connect, listen, until } from './helpers/sse.js'
+
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+  /** Resolves when the server closed the connection. */
+  socketClosed: Promise<void>
+}
+
+/** A plain GET that reads the whole answer and notes when the server closes the socket. */
+function get(url: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false, headers }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
+      const socketClosed = new Promise<void>((r) => res.socket.once('close', () => r()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, socketClosed }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+test('maxConnections: past it 503 with a randomised Retry-After, the connection closed, no source, a closed sink', async (t) => {
+  const { app, logs } = await makeApp({ maxConnections: 2 })
+  let started = 0
+  const refusedSinks: SseSink[] = []
+  app.get('/events', (_req, reply) => {
+    const sink = reply.sse(async function* (s) {
+      started++
+      yield '<p>hello</p>'
+      await new Promise((resolve) => s.signal.addEventListener('abort', resolve))
+    })
+    if (sink.signal.aborted) refusedSinks.push(sink)
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const a = await connect(`${base}/events`)
+  const b = await connect(`${base}/events`)
+  await a.waitFor(1)
+  await b.waitFor(1)
+  const retryAfter = new Set<string>()
+  for (let i = 0; i < 30; i++) {
+    const answer = await get(`${base}/events`)
+    t.equal(answer.status, 503)
+    t.equal(answer.headers.connection, 'close')
+    const seconds = Number(answer.headers['retry-after'])
+    t.ok(
+      Number.isInteger(seconds) && seconds >= 2 && seconds <= 10,
+      `Retry-After ${seconds} is whole seconds in [2, 10]`
+    )
+    retryAfter.add(String(seconds))
+    await answer.socketClosed
+  }
+  t.ok(retryAfter.size > 1, 'Retry-After varies between refusals')
+  t.equal(started, 2, 'refused streams start no source')
+  t.equal(refusedSinks.length, 30)
+  t.equal(await refusedSinks[0]?.send('<p>x</p>'), false, 'a refused sink does not send')
+  t.same(app.sse.stats().refused, 30)
+  t.same(app.sse.stats().connections, 2)
+  a.close()
+  await until(() => app.sse.stats().connections === 1)
+  const c = await connect(`${base}/events`)
+  await c.waitFor(1)
+  t.equal(c.res.statusCode, 200, 'a place freed is taken again')
+  b.close()
+  c.close()
+  t.same(errorsIn(logs), [])
+})
+
+test('maxConnectionsPerClient with clientKey: past it 429, other clients unaffected', async (t) => {
+  const { app } = await makeApp({
+    maxConnectionsPerClient: 2,
+    clientKey: (request) => String(request.headers['x-user'])
+  })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['t'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const ann = [
+    await connect(`${base}/events`, { 'x-user': 'ann' }),
+    await connect(`${base}/events`, { 'x-user': 'ann' })
+  ]
+  const third = await get(`${base}/events`, { 'x-user': 'ann' })
+  t.equal(third.status, 429)
+  t.ok(Number(third.headers['retry-after']) >= 2)
+  await third.socketClosed
+  const bob = await connect(`${base}/events`, { 'x-user': 'bob' })
+  t.equal(bob.res.statusCode, 200)
+  t.equal(app.sse.stats().refused, 1)
+  ann[0]?.close()
+  await until(() => app.sse.stats().connections === 2)
+  const again = await connect(`${base}/events`, { 'x-user': 'ann' })
+  t.equal(again.res.statusCode, 200, 'a closed stream frees its place')
+  for (const client of [...ann, bob, again]) client.close()
+})
+
+test('maxLifetimeMs: the stream ends after a retry hint and its EventSource resumes with no gap and no duplicate', async (t) => {
+  const { app } = await makeApp({ maxLifetimeMs: 250 })
+  let opened = 0
+  app.get('/events', (_req, reply) => {
+    opened++
+    reply.sse({ topics: ['feed'] })
+  })
+  app.get('/forever', (_req, reply) => {
+    reply.sse({ topics: ['feed'], maxLifetimeMs: 0 })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const forever = await connect(`${base}/forever`)
+  const received: string[] = []
+  const source = new EventSource(`${base}/events`)
+  t.teardown(() => source.close())
+  source.addEventListener('message', (event) => received.push(event.data))
+  await until(() => app.sse.stats().topics.feed === 2)
+  const total = 2000
+  let sent = 0
+  // Publish until the stream has been renewed at least three times, then a final marker.
+  while (opened < 4 && sent < total) {
+    await app.sse.publish('feed', `<p>${sent++}</p>`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  await app.sse.publish('feed', '<p>end</p>')
+  await until(() => received.at(-1) === '<p>end</p>', 20_000, 'the final marker')
+  t.ok(opened >= 2, `the stream was renewed (${opened} connections)`)
+  t.same(
+    received,
+    [...Array.from({ length: sent }, (_, i) => `<p>${i}</p>`), '<p>end</p>'],
+    'every event once, in order'
+  )
+  t.equal(forever.events.length, sent + 1, 'a stream with maxLifetimeMs: 0 stays open')
+  t.notOk(forever.raw.includes('retry:'), 'and gets no hint')
+  forever.close()
+})
+
+test('drainMs: app.close() sends each stream a retry hint drawn from [0, drainMs], spread over the window', async (t) => {
+  const drainMs = 2000
+  const { app, logs } = await makeApp({ drainMs })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['t'] })
+  })
+  const base = await listen(app)
+  const clients = await Promise.all(Array.from({ length: 40 }, () => connect(`${base}/events`)))
+  await until(() => app.sse.stats().connections === 40)
+  await app.close()
+  const hints: number[] = []
+  for (const client of clients) {
+    await client.ended
+    const match = /^event: retry\nretry: (\d+)\n\n$/.exec(client.raw)
+    t.ok(match, 'a retry hint, then the end')
+    hints.push(Number(match?.[1]))
+  }
+  t.ok(
+    hints.every((h) => h >= 0 && h <= drainMs),
+    'every hint is within the window'
+  )
+  t.ok(Math.min(...hints) < drainMs / 4, `some reconnect early (${Math.min(...hints)})`)
+  t.ok(Math.max(...hints) > (drainMs * 3) / 4, `some reconnect late (${Math.max(...hints)})`)
+  t.ok(new Set(hints).size > 20, 'the hints differ')
+  t.same(errorsIn(logs), [])
+})
+
+test('writeTimeoutMs: a client that accepts no bytes is dropped though under maxBufferedBytes; a reader gets everything', async (t) => {
+  const { app, logs } = await makeApp({ writeTimeoutMs: 200, maxBufferedBytes: 256 * 1024 * 1024 })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['big'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const stalled = await connect(`${base}/events`)
+  stalled.res.pause()
+  stalled.res.socket.pause()
+  const reader = await connect(`${base}/events`)
+  await until(() => app.sse.stats().topics.big === 2)
+  const n = 400
+  const chunk = 'z'.repeat(16 * 1024)
+  for (let i = 0; i < n; i++) await app.sse.publish('big', `<p>${i}</p>${chunk}`)
+  await until(() => app.sse.stats().dropped === 1, 20_000, 'the stalled stream to be dropped')
+  await reader.waitFor(n, 20_000)
+  t.equal(reader.events.length, n)
+  t.equal(app.sse.stats().connections, 1)
+  t.ok(logs.some((l) => /writeTimeoutMs/.test(l.msg)))
+  reader.close()
+  stalled.close()
+})
