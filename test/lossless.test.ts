@@ -1,0 +1,111 @@
+/**
+ * Nothing lost on one instance: large replays, large events and bursts reach a
+ * client that keeps reading, whatever `maxBufferedBytes` says; a page resumes
+ * from the id it was rendered at; the header wins over the query parameter.
+ */
+import { test } from 'tap'
+import { makeApp } from './helpers/app.js'
+import { connect, listen, until } from './helpers/sse.js'
+
+test('a resume of 999 events of 1.2 KB reaches a reading client with the default maxBufferedBytes', async (t) => {
+  const { app } = await makeApp()
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['big'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const body = 'b'.repeat(1200)
+  const first = await app.sse.publish('big', `<p>0 ${body}</p>`)
+  for (let i = 1; i < 1000; i++) await app.sse.publish('big', `<p>${i} ${body}</p>`)
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const client = await connect(`${base}/events`, { 'last-event-id': first })
+    await client.waitFor(999, 20_000)
+    t.equal(client.events[0]?.data, `<p>1 ${body}</p>`)
+    t.equal(client.events[998]?.data, `<p>999 ${body}</p>`)
+    client.close()
+  }
+  t.equal(app.sse.stats().dropped, 0)
+})
+
+test('an event larger than maxBufferedBytes reaches a reading client; a client that stopped reading is dropped', async (t) => {
+  const { app } = await makeApp({ maxBufferedBytes: 1024 * 1024 })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['huge'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const reader = await connect(`${base}/events`)
+  const stopped = await connect(`${base}/events`)
+  stopped.res.pause()
+  stopped.res.socket.pause()
+  await until(() => app.sse.stats().topics.huge === 2)
+  const huge = `<pre>${'h'.repeat(2 * 1024 * 1024)}</pre>`
+  // Enough to fill the kernel's socket buffers behind the client that stopped reading.
+  for (let i = 0; i < 8; i++) await app.sse.publish('huge', huge)
+  await app.sse.publish('huge', '<p>after</p>')
+  await reader.waitFor(9, 20_000)
+  t.ok(reader.events.slice(0, 8).every((e) => e.data.length === huge.length))
+  t.equal(reader.events[8]?.data, '<p>after</p>')
+  await until(() => app.sse.stats().dropped === 1, 20_000, 'the stopped client to be dropped')
+  t.equal(app.sse.stats().connections, 1)
+  reader.close()
+  stopped.close()
+})
+
+test('a burst larger than maxBufferedBytes reaches three reading clients; none is dropped', async (t) => {
+  const { app } = await makeApp({ maxBufferedBytes: 64 * 1024 })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['burst'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
+  await until(() => app.sse.stats().topics.burst === 3)
+  const n = 3000
+  const body = 'k'.repeat(2048)
+  for (let i = 0; i < n; i++) await app.sse.publish('burst', `<p>${i}</p>${body}`)
+  for (const client of clients) {
+    await client.waitFor(n, 30_000)
+    t.equal(client.events[n - 1]?.data, `<p>${n - 1}</p>${body}`)
+    client.close()
+  }
+  t.equal(app.sse.stats().dropped, 0)
+})
+
+test('lastId() and the lastEventId query close the render-to-connect gap; the header wins over the query', async (t) => {
+  const { app } = await makeApp()
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['notes'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  t.equal(await app.sse.lastId(), null, 'an empty log has no id')
+  await app.sse.publish('notes', '<li>old</li>')
+  // The page renders its state and takes lastId() with it.
+  const renderedAt = await app.sse.lastId()
+  t.type(renderedAt, 'string')
+  // Published between rendering and connecting.
+  const gapId = await app.sse.publish('notes', '<li>in the gap</li>')
+  const page = await connect(`${base}/events?lastEventId=${encodeURIComponent(String(renderedAt))}`)
+  await page.waitFor(1)
+  t.same(
+    page.events.map((e) => e.data),
+    ['<li>in the gap</li>'],
+    'the gap arrives, older history does not'
+  )
+  const later = await app.sse.publish('notes', '<li>later</li>')
+  await page.waitFor(2)
+  page.close()
+
+  // A reconnect carries both: the header (newer) wins.
+  const both = await connect(`${base}/events?lastEventId=${encodeURIComponent(String(renderedAt))}`, {
+    'last-event-id': gapId
+  })
+  await app.sse.publish('notes', '<li>marker</li>')
+  await both.waitFor(2)
+  t.same(
+    both.events.map((e) => e.id),
+    [later, await app.sse.lastId()]
+  )
+  both.close()
+})
