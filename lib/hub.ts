@@ -9,7 +9,7 @@ import { compareIds } from './broker/types.js'
 import { FST_ERR_HTML_SSE_TOPIC_INVALID } from './errors.js'
 import { describe, sseMessage } from './frame.js'
 import type { Metrics } from './metrics.js'
-import type { CloseReason, Sink, SinkOwner } from './sink.js'
+import type { CloseReason, Pending, Sink, SinkOwner, Topics } from './sink.js'
 
 /** What `app.sse.stats()` returns. */
 export interface SseStats {
@@ -109,12 +109,9 @@ export class Hub implements SinkOwner {
     this.#log.warn({ head }, 'fastify-html-sse: the broker skipped events; streams with topics get a reset')
     const frame = resetFrame(head)
     for (const sink of this.sinks) {
-      if (sink.topics === null || sink.topics.size === 0) continue
-      if (sink.pending !== null) {
-        sink.replays++
-        sink.pending = null
-        sink.pendingBytes = 0
-      }
+      if (sink.topics === null) continue
+      // A replay under way is dropped: its result no longer matches `pending`.
+      sink.pending = null
       sink.write(frame)
     }
   }
@@ -132,9 +129,13 @@ export class Hub implements SinkOwner {
 
   subscribe(sink: Sink, topic: string): void {
     checkTopic(topic)
-    if (sink.topics === null) sink.topics = new Set()
-    else if (sink.topics.has(topic)) return
-    sink.topics.add(topic)
+    const topics = sink.topics
+    if (topics === null) sink.topics = topic
+    else if (typeof topics === 'string') {
+      if (topics === topic) return
+      sink.topics = new Set([topics, topic])
+    } else if (topics.has(topic)) return
+    else topics.add(topic)
     let subscribers = this.#topics.get(topic)
     if (subscribers === undefined) {
       subscribers = new Set()
@@ -144,16 +145,19 @@ export class Hub implements SinkOwner {
   }
 
   unsubscribe(sink: Sink, topic: string): void {
-    if (sink.topics === null || !sink.topics.delete(topic)) return
+    const topics = sink.topics
+    if (topics === topic) sink.topics = null
+    else if (topics === null || typeof topics === 'string' || !topics.delete(topic)) return
+    else if (topics.size === 0) sink.topics = null
     this.#leave(sink, topic)
   }
 
   remove(sink: Sink, reason: CloseReason): void {
     if (!this.sinks.delete(sink)) return
-    if (sink.topics !== null) {
-      for (const topic of sink.topics) this.#leave(sink, topic)
-      sink.topics = null
-    }
+    const topics: Topics = sink.topics
+    if (typeof topics === 'string') this.#leave(sink, topics)
+    else if (topics !== null) for (const topic of topics) this.#leave(sink, topic)
+    sink.topics = null
     sink.pending = null
     if (sink.clientKey !== null) {
       const left = this.clientCount(sink.clientKey) - 1
@@ -165,7 +169,6 @@ export class Hub implements SinkOwner {
   }
 
   watch(sink: Sink): void {
-    sink.watched = true
     this.#watched.add(sink)
     if (this.#watchTimer !== null) return
     this.#watchTimer = setInterval(this.#check, this.#watchMs)
@@ -176,10 +179,7 @@ export class Hub implements SinkOwner {
     const now = Date.now()
     const { maxBufferedBytes, writeTimeoutMs } = this.#options
     for (const sink of this.#watched) {
-      if (!sink.check(now, maxBufferedBytes, writeTimeoutMs, this.#fallingChecks)) {
-        sink.watched = false
-        this.#watched.delete(sink)
-      }
+      if (!sink.check(now, maxBufferedBytes, writeTimeoutMs, this.#fallingChecks)) this.#watched.delete(sink)
     }
     if (this.#watched.size === 0 && this.#watchTimer !== null) {
       clearInterval(this.#watchTimer)
@@ -196,14 +196,17 @@ export class Hub implements SinkOwner {
   open(sink: Sink, topics: readonly string[]): void {
     for (const topic of topics) checkTopic(topic)
     const lastId = sink.lastEventId
-    if (lastId !== null && topics.length > 0) sink.pending = []
+    if (lastId === null || topics.length === 0) {
+      for (const topic of topics) this.subscribe(sink, topic)
+      return
+    }
+    const pending: Pending = { events: [], bytes: 0 }
+    sink.pending = pending
     for (const topic of topics) this.subscribe(sink, topic)
-    if (sink.pending === null) return
-    const replays = sink.replays
-    this.#broker.replay(topics, lastId as string).then(
+    this.#broker.replay(topics, lastId).then(
       (replay) => {
         // The stream ended, or a gap reset it, while the replay was under way.
-        if (sink.isClosed || sink.replays !== replays) return
+        if (sink.pending !== pending) return
         let last: string
         if (replay.found) {
           const n = replay.events.length
@@ -212,7 +215,7 @@ export class Hub implements SinkOwner {
             sink.write(n === 1 ? (replay.events[0] as BrokerEvent).frame : Buffer.concat(replay.events.map(frameOf)))
             this.#metrics.delivered(n)
           }
-          last = n > 0 ? (replay.events[n - 1] as BrokerEvent).id : (lastId as string)
+          last = n > 0 ? (replay.events[n - 1] as BrokerEvent).id : lastId
           this.#metrics.resumed('replayed')
         } else {
           this.#metrics.resumed('reset')
@@ -228,7 +231,7 @@ export class Hub implements SinkOwner {
         this.#goLive(sink, last)
       },
       (err: unknown) => {
-        if (sink.isClosed || sink.replays !== replays) return
+        if (sink.pending !== pending) return
         // Keep the client's position: it comes back with the same id, never a reset.
         this.#metrics.resumed('unavailable')
         this.#log.warn(
@@ -241,9 +244,10 @@ export class Hub implements SinkOwner {
   }
 
   #hold(sink: Sink, event: BrokerEvent): void {
-    ;(sink.pending as BrokerEvent[]).push(event)
-    sink.pendingBytes += event.frame.length
-    if (sink.pendingBytes > this.#options.maxBufferedBytes) {
+    const pending = sink.pending as Pending
+    pending.events.push(event)
+    pending.bytes += event.frame.length
+    if (pending.bytes > this.#options.maxBufferedBytes) {
       this.#log.info(
         'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was closed'
       )
@@ -260,9 +264,8 @@ export class Hub implements SinkOwner {
   #goLive(sink: Sink, last: string | null): void {
     const pending = sink.pending
     sink.pending = null
-    sink.pendingBytes = 0
     if (pending === null) return
-    for (const event of pending) {
+    for (const event of pending.events) {
       if (last === null || compareIds(event.id, last) > 0) sink.write(event.frame)
     }
   }

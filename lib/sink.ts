@@ -61,6 +61,31 @@ export type CloseReason =
   | 'shutdown'
   | 'broker_unavailable'
 
+/** A sink's topics: none, one, or several. */
+export type Topics = string | Set<string> | null
+
+/** Live events held for a stream while its replay is under way. */
+export interface Pending {
+  readonly events: BrokerEvent[]
+  bytes: number
+}
+
+/** What the progress watch remembers of a sink whose bytes wait. */
+interface Watch {
+  /** Bytes handed to the response since the watch began. */
+  written: number
+  /** The response's unsent bytes when the watch began. */
+  waitingAtStart: number
+  /** Bytes known flushed since the watch began, at the last progress. */
+  flushed: number
+  /** When bytes last moved. */
+  progressAt: number
+  /** Unsent bytes at the last check. */
+  lastUnsent: number
+  stalledChecks: number
+  fallingChecks: number
+}
+
 /** What a sink needs from the hub that owns it. */
 export interface SinkOwner {
   remove(sink: Sink, reason: CloseReason): void
@@ -134,20 +159,14 @@ export class ClosedSink implements SseSink {
 
 export class Sink implements SseSink {
   readonly lastEventId: string | null
-  /** @internal The topics this sink is subscribed to; null until the first. */
-  topics: Set<string> | null = null
+  /** @internal The topics this sink is subscribed to: none, one (most streams), or several. */
+  topics: Topics = null
   /** @internal Live events held back while a replay is under way; null when live. */
-  pending: BrokerEvent[] | null = null
-  /** @internal Bytes of `pending`, bounded by `maxBufferedBytes`. */
-  pendingBytes = 0
-  /** @internal Bumped when a replay under way must be ignored (the broker reported a gap). */
-  replays = 0
+  pending: Pending | null = null
   /** @internal Nothing was written since the last heartbeat tick. */
   idle = false
   /** @internal What counts as one client for `maxConnectionsPerClient`, or null. */
   clientKey: string | null = null
-  /** @internal The hub watches this sink's progress. */
-  watched = false
 
   readonly #res: RawReply
   readonly #owner: SinkOwner
@@ -159,14 +178,8 @@ export class Sink implements SseSink {
   #queue: Queued[] = []
   #head = 0
   #queuedBytes = 0
-  /** Bytes handed to the response so far. */
-  #written = 0
-  /** Progress watch: bytes known flushed, when they last grew, unsent bytes at the last check. */
-  #flushedMark = 0
-  #progressAt = 0
-  #lastUnsent = 0
-  #stalledChecks = 0
-  #fallingChecks = 0
+  /** Progress watch state, while bytes wait (an idle stream carries none). */
+  #watch: Watch | null = null
   #ac: AbortController | null = null
   #closedPromise: Promise<void> | null = null
   #resolveClosed: (() => void) | null = null
@@ -201,11 +214,6 @@ export class Sink implements SseSink {
           })
     }
     return this.#closedPromise
-  }
-
-  /** @internal The stream has ended. */
-  get isClosed(): boolean {
-    return this.#closed
   }
 
   async send(html: Html, event: string = 'message', options?: SseMessageOptions): Promise<boolean> {
@@ -308,34 +316,34 @@ export class Sink implements SseSink {
    * Returns whether the sink still needs watching.
    */
   check(now: number, maxBufferedBytes: number, writeTimeoutMs: number, fallingChecks: number): boolean {
-    if (this.#closed) return false
+    const watch = this.#watch
+    if (this.#closed || watch === null) return false
     const waiting = this.#res.writableLength
     const unsent = this.#queuedBytes + waiting
     if (unsent === 0) {
-      this.#progressAt = 0
-      this.#lastUnsent = 0
+      this.#watch = null
       return false
     }
     // Chunked encoding adds bytes that were never counted as written, so while
     // nothing moves this only falls: it never shows progress that did not happen.
-    const flushed = this.#written - waiting
-    if (this.#progressAt === 0 || flushed > this.#flushedMark) {
-      this.#flushedMark = flushed
-      this.#progressAt = now
-      this.#stalledChecks = 0
+    const flushed = watch.written - (waiting - watch.waitingAtStart)
+    if (flushed > watch.flushed) {
+      watch.flushed = flushed
+      watch.progressAt = now
+      watch.stalledChecks = 0
     } else {
-      this.#stalledChecks++
+      watch.stalledChecks++
     }
     const over = unsent > maxBufferedBytes
-    this.#fallingChecks =
-      over && unsent >= this.#lastUnsent && this.#lastUnsent > maxBufferedBytes ? this.#fallingChecks + 1 : 0
-    this.#lastUnsent = unsent
-    if ((over && this.#stalledChecks >= 2) || this.#fallingChecks >= fallingChecks) {
+    watch.fallingChecks =
+      over && watch.lastUnsent > maxBufferedBytes && unsent >= watch.lastUnsent ? watch.fallingChecks + 1 : 0
+    watch.lastUnsent = unsent
+    if ((over && watch.stalledChecks >= 2) || watch.fallingChecks >= fallingChecks) {
       this.#log.info('fastify-html-sse: a client fell more than maxBufferedBytes behind; its stream was closed')
       this.end('dropped', true)
       return false
     }
-    if (writeTimeoutMs > 0 && now - this.#progressAt >= writeTimeoutMs) {
+    if (writeTimeoutMs > 0 && now - watch.progressAt >= writeTimeoutMs) {
       this.#log.info('fastify-html-sse: a client accepted no bytes for writeTimeoutMs; its stream was closed')
       this.end('write_timeout', true)
       return false
@@ -384,7 +392,7 @@ export class Sink implements SseSink {
       this.#returnSource(iterator)
     } finally {
       this.#stopSource = null
-      if (this.topics === null || this.topics.size === 0 || reason === 'error') this.end(reason)
+      if (this.topics === null || reason === 'error') this.end(reason)
     }
   }
 
@@ -413,7 +421,7 @@ export class Sink implements SseSink {
   }
 
   #write(chunk: Buffer | string): boolean {
-    this.#written += byteLength(chunk)
+    if (this.#watch !== null) this.#watch.written += byteLength(chunk)
     return this.#res.write(chunk)
   }
 
@@ -421,12 +429,27 @@ export class Sink implements SseSink {
     const bytes = byteLength(chunk)
     this.#queue.push({ chunk, bytes, resolve })
     this.#queuedBytes += bytes
-    if (!this.watched) this.#owner.watch(this)
+    this.#startWatch()
+  }
+
+  /** Bytes wait: the hub checks this sink's progress until none do. */
+  #startWatch(): void {
+    if (this.#watch !== null) return
+    this.#watch = {
+      written: 0,
+      waitingAtStart: this.#res.writableLength,
+      flushed: 0,
+      progressAt: Date.now(),
+      lastUnsent: 0,
+      stalledChecks: 0,
+      fallingChecks: 0
+    }
+    this.#owner.watch(this)
   }
 
   #markFull(): void {
     this.#full = true
-    if (!this.watched) this.#owner.watch(this)
+    this.#startWatch()
     if (this.#drainHooked) return
     // Hooked on first need: an idle connection carries no drain listener.
     this.#drainHooked = true
@@ -460,6 +483,7 @@ export class Sink implements SseSink {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#watch = null
     this.#owner.remove(this, reason)
     for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]?.resolve?.(false)
     this.#queue = []
