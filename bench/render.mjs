@@ -49,13 +49,9 @@ function section(r) {
   )
   for (const note of r.notes ?? []) L.push(`- ${note}`)
   for (const t of r.tables) {
-    L.push(
-      '',
-      `### ${t.title}`,
-      '',
-      `| ${t.head.join(' | ')} |`,
-      `|${t.head.map((_, i) => (i ? '---:' : '---')).join('|')}|`
-    )
+    const num = (c) => typeof c === 'number' || (c !== null && typeof c === 'object')
+    const align = t.head.map((_, i) => (i > 0 && t.rows.some((row) => num(row[i])) ? '---:' : '---'))
+    L.push('', `### ${t.title}`, '', `| ${t.head.join(' | ')} |`, `|${align.join('|')}|`)
     for (const row of t.rows) L.push(`| ${row.map(cell).join(' | ')} |`)
     if (t.notes?.length) L.push('', ...t.notes.map((n) => `- ${n}`))
   }

@@ -2,12 +2,14 @@
 // It serves GET /events as an SSE stream on 127.0.0.1 and answers the
 // parent's rpc calls (handlers at the bottom). options: { kind, ours (the
 // private build's directory), broker: 'memory' | 'redis', url, prefix,
-// plugin (extra plugin options), otel, backlog }.
+// redis (extra redisBroker options), plugin (extra plugin options), otel,
+// backlog, size (payload bytes) }.
 //
 // Kinds: raw (node:http, one pre-built Buffer per publish written to every
 // response: the limit), fastify-raw (a hijacked Fastify route doing the same),
 // fastify-sse (@fastify/sse), better-sse, fastify-sse-v2, ours (this plugin).
 
+import { existsSync } from 'node:fs'
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
 import { failed, oursEntry, serve, sleep } from './harness.mjs'
@@ -65,7 +67,7 @@ async function oursKind() {
   const plugin = { heartbeatMs: 0, replay: 0, ...opt.plugin }
   if (opt.broker === 'redis') {
     const { redisBroker } = await import(pathToFileURL(oursEntry(opt.ours, './redis')).href)
-    plugin.broker = redisBroker({ url: opt.url, prefix: opt.prefix })
+    plugin.broker = redisBroker({ url: opt.url, prefix: opt.prefix, ...opt.redis })
   }
   const app = Fastify({ logger: false })
   await app.register(htmlSse, plugin)
@@ -200,12 +202,12 @@ try {
         }
       },
       prefill: ({ n, seq0 }) => srv.prefill(Array.from({ length: n }, (_, i) => renderHtml(seq0 + i, hrtime(), size))),
-      /** Block the event loop for `ms` (a GC pause, a slow synchronous handler), after telling the parent. */
-      block({ ms }) {
+      /** Block the event loop (a GC pause, a slow synchronous handler) for at least `ms` and until `file` exists, at most 60 s. */
+      block({ ms, file }) {
         return new Promise((resolve) =>
           process.send({ type: 'blocking' }, () => {
-            const end = Date.now() + ms
-            while (Date.now() < end);
+            const [min, max] = [Date.now() + ms, Date.now() + 60_000]
+            while (Date.now() < max && (Date.now() < min || !existsSync(file)));
             resolve()
           })
         )

@@ -60,45 +60,63 @@ export class Side {
     return this.server.rpc('mem')
   }
 
-  /**
-   * k awaited publishes to every stream; socket 0 is checked event by event.
-   * Returns delivered events/s, server CPU ms per 1,000 events, the client's
-   * busy share, the lag (share of the wall time after the publish loop
-   * ended) and the CPUs other processes used meanwhile.
-   */
-  async burst(k) {
-    const seq0 = nextSeq(k)
-    const acct = cpuAccount()
-    const [s0, c0] = await Promise.all([this.server.rpc('cpu'), this.load.rpc('cpu')])
-    await this.load.rpc('arm', { k, verify: 1, seq0, expect: this.n })
-    const sent = await this.server.rpc('burst', { k, seq0 }, 600_000)
-    const done = await this.load.next('done', 600_000)
-    const [s1, c1] = await Promise.all([this.server.rpc('cpu'), this.load.rpc('cpu')])
-    const events = this.n * k
-    const wallMs = (done.t - sent.t0) / 1e6
-    const v = done.verify
-    if (v.events !== k || v.lost || v.dups || v.bad) this.problem(`burst of ${k}: socket 0 ${JSON.stringify(v)}`)
-    return {
-      eps: events / (wallMs / 1000),
-      cpu: (s1 - s0) / (events / 1000),
-      clientBusy: (c1 - c0) / wallMs,
-      lag: Math.max(0, 1 - sent.ms / wallMs),
-      other: acct.end(s1 - s0 + c1 - c0)
-    }
+  burst(k) {
+    return burst([this], k)
   }
 
-  /** rate publishes/s for `seconds` to every stream (after one second not counted): latency p50/p99 in ms. */
-  async latency(rate, seconds) {
-    let done
-    for (const count of [rate, rate * seconds]) {
-      await this.load.rpc('arm', { k: count, latency: true, expect: this.n })
-      await this.server.rpc('paced', { rate, count, seq0: nextSeq(count) }, 600_000)
-      done = await this.load.next('done', 120_000)
-    }
-    return done.latency
+  latency(rate, seconds) {
+    return latency([this], rate, seconds)
   }
 
   async stop() {
     await Promise.all([this.server.stop(), this.load?.stop()])
   }
+}
+
+/** CPU ms of every process of the sides (servers, clients). */
+const cpus = (sides) => Promise.all(sides.flatMap((s) => [s.server.rpc('cpu'), s.load ? s.load.rpc('cpu') : 0]))
+const sum = (a) => a.reduce((x, y) => x + y, 0)
+
+/**
+ * k awaited publishes on `publisher` to every stream of `sides`; socket 0 of
+ * each side is checked event by event. Returns delivered events/s, server CPU
+ * ms per 1,000 events (all servers), the clients' busy share, the lag (share
+ * of the wall time after the publish loop ended) and the CPUs other
+ * processes used meanwhile.
+ */
+export async function burst(sides, k, publisher = sides[0]) {
+  const seq0 = nextSeq(k)
+  const acct = cpuAccount()
+  const c0 = await cpus(sides)
+  for (const s of sides) if (s.load && s.n) await s.load.rpc('arm', { k, verify: 1, seq0, expect: s.n })
+  const sent = await publisher.server.rpc('burst', { k, seq0 }, 600_000)
+  const dones = await Promise.all(sides.map((s) => (s.load && s.n ? s.load.next('done', 600_000) : null)))
+  const c1 = await cpus(sides)
+  const d = c1.map((v, i) => v - c0[i])
+  const events = k * sum(sides.map((s) => (s.load ? s.n : 0)))
+  const wallMs = (Math.max(...dones.map((x) => x?.t ?? 0)) - sent.t0) / 1e6
+  dones.forEach((done, i) => {
+    const v = done?.verify
+    if (v && (v.events !== k || v.lost || v.dups || v.bad))
+      sides[i].problem(`burst of ${k}: socket 0 ${JSON.stringify(v)}`)
+  })
+  return {
+    eps: events / (wallMs / 1000),
+    cpu: sum(d.filter((_, i) => i % 2 === 0)) / (events / 1000),
+    clientBusy: sum(d.filter((_, i) => i % 2 === 1)) / wallMs,
+    lag: Math.max(0, 1 - sent.ms / wallMs),
+    other: acct.end(sum(d)),
+    wallMs
+  }
+}
+
+/** rate publishes/s on the first side for `seconds` (after one second not counted): the worst side's p50/p99, ms. */
+export async function latency(sides, rate, seconds) {
+  let dones
+  for (const count of [rate, rate * seconds]) {
+    for (const s of sides) if (s.load && s.n) await s.load.rpc('arm', { k: count, latency: true, expect: s.n })
+    await sides[0].server.rpc('paced', { rate, count, seq0: nextSeq(count) }, 600_000)
+    dones = await Promise.all(sides.filter((s) => s.load && s.n).map((s) => s.load.next('done', 120_000)))
+  }
+  return { p50: Math.max(...dones.map((d) => d.latency.p50)), p99: Math.max(...dones.map((d) => d.latency.p99)) }
 }
