@@ -26,6 +26,12 @@ export interface MakeBrokerOptions {
 export interface BrokerCapabilities {
   /** Two brokers of one space see each other's events (Redis: yes; memory: no). */
   shared: boolean
+  /**
+   * Live events reach listeners in batches read from a backend (Redis), so the
+   * broker paces them itself; otherwise each event is delivered inside its
+   * `publish` call and the caller's pacing applies.
+   */
+  batches?: boolean
 }
 
 export type MakeBroker = (options: MakeBrokerOptions) => Promise<Broker>
@@ -269,11 +275,157 @@ export function brokerContract(
         const other = await make()
         const watcher = await collect(other)
         await other.publish('a', body(3))
+        // The event reached the backend: close has returned, so nothing can deliver it any more.
         await watcher.until(1)
-        await new Promise((resolve) => setTimeout(resolve, 50))
       }
       t.equal(seen.events.length, 1, 'nothing was delivered after close')
     })
+
+    t.test('lastId() is null for an empty log, then the newest id', async (t) => {
+      const make = spaceFor(t)
+      const broker = await make()
+      t.equal(await broker.lastId(), null, 'empty, nobody listening')
+      const seen = await collect(broker)
+      t.equal(await broker.lastId(), null, 'empty, with a listener')
+      const ids: string[] = []
+      for (let i = 0; i < 5; i++) ids.push(await broker.publish('a', body(i)))
+      await seen.until(5)
+      t.equal(await broker.lastId(), ids[4], 'the newest id once delivered')
+      const more = await broker.publish('b', body('more'))
+      t.equal(await broker.lastId(), more, 'right after a publish, before waiting for delivery')
+      if (capabilities.shared) {
+        const other = await make()
+        t.equal(await other.lastId(), more, 'another broker of the space, not listening, agrees')
+      }
+    })
+
+    t.test('a replay returns only events its listeners already got', async (t) => {
+      const broker = await spaceFor(t)()
+      const seen = await collect(broker)
+      const from = await broker.publish('a', body('from'))
+      await seen.until(1)
+      const ids: string[] = []
+      const checks: Array<Promise<void>> = []
+      for (let i = 0; i < 300; i++) {
+        const published = broker.publish(i % 2 === 0 ? 'a' : 'b', body(i))
+        if (i % 10 === 9) {
+          // Replays race the delivery of the events being published.
+          checks.push(
+            broker.replay(['a', 'b'], from).then((replay) => {
+              const delivered = new Set(seen.events.map((e) => e.id))
+              if (!replay.found) t.fail('a replay did not find its id')
+              else {
+                const ahead = replay.events.filter((e) => !delivered.has(e.id))
+                if (ahead.length > 0) t.fail(`a replay returned ${ahead.length} events not yet delivered`)
+              }
+            })
+          )
+        }
+        ids.push(await published)
+      }
+      await Promise.all(checks)
+      await seen.until(301)
+      const all = await broker.replay(['a', 'b'], from)
+      t.same(all.found && all.events.map((e) => e.id), ids, 'once delivered, a replay returns them all, in order')
+    })
+
+    t.test('resumes while another publishes: exactly the later events, once, in order', async (t) => {
+      const make = spaceFor(t)
+      const broker = await make()
+      const publisher = capabilities.shared ? await make() : broker
+      // What the hub does: hold live events from subscribing on, replay, then
+      // send the held events newer than the last one replayed.
+      const held = new Set<BrokerEvent[]>()
+      const all = await collect(broker)
+      await broker.listen((event) => {
+        for (const h of held) h.push(event)
+      })
+      const published: string[] = []
+      for (let i = 0; i < 25; i++) published.push(await publisher.publish('a', body(`start ${i}`)))
+      await all.until(25)
+      let publishing = true
+      const publishes = (async () => {
+        let i = 0
+        while (publishing) {
+          published.push(await publisher.publish(i % 3 === 2 ? 'z' : 'a', body(i++)))
+          await new Promise((resolve) => setImmediate(resolve))
+        }
+      })()
+      const resumes: Array<{ from: string; got: string[]; held: BrokerEvent[] }> = []
+      for (let r = 0; r < 60; r++) {
+        // At least one new event each time, so the publisher is running while this resumes.
+        await all.until(all.events.length + 1)
+        const from = all.events.at(-1 - (r % 20))?.id as string
+        const pending: BrokerEvent[] = []
+        held.add(pending)
+        const replay = await broker.replay(['a'], from)
+        t.ok(replay.found, `resume ${r} found its id`)
+        if (!replay.found) continue
+        resumes.push({ from, got: replay.events.map((e) => e.id), held: pending })
+      }
+      publishing = false
+      await publishes
+      const marker = await publisher.publish('a', body('marker'))
+      await all.until(published.length + 1)
+      for (const h of held) held.delete(h)
+      const order = all.events.map((e) => e.id)
+      let exact = 0
+      for (const { from, got, held: pending } of resumes) {
+        const last = got.at(-1) ?? from
+        for (const e of pending) if (e.topic === 'a' && compareIds(e.id, last) > 0) got.push(e.id)
+        const expected = all.events
+          .slice(order.indexOf(from) + 1)
+          .filter((e) => e.topic === 'a')
+          .map((e) => e.id)
+        if (JSON.stringify(got) === JSON.stringify(expected)) exact++
+        else t.same(got, expected, `resume from ${from}`)
+      }
+      t.equal(exact, resumes.length, `all ${resumes.length} resumes got exactly the events after their id`)
+      t.equal(order.at(-1), marker, 'the marker came last')
+      t.ok(resumes.length >= 50, `${resumes.length} resumes checked`)
+    })
+
+    if (capabilities.batches) {
+      t.test('a batch is paced: a listener returning false gets I/O turns between events', async (t) => {
+        const make = spaceFor(t)
+        const broker = await make()
+        const publisher = capabilities.shared ? await make() : broker
+        let turned = true
+        let starved = 0
+        let calls = 0
+        let saidFull = false
+        let turnSince300: boolean | null = null
+        let resolveDone = () => {}
+        const done = new Promise<void>((resolve) => {
+          resolveDone = resolve
+        })
+        await broker.listen((event) => {
+          calls++
+          if (saidFull && !turned) starved++
+          turned = false
+          setImmediate(() => {
+            turned = true
+          })
+          if (calls === 300) {
+            turnSince300 = false
+            setImmediate(() => {
+              turnSince300 = true
+            })
+          }
+          if (event.frame.toString().includes('last')) resolveDone()
+          // The first half says its sockets are full; the second half keeps up.
+          saidFull = calls <= 250
+          return !saidFull
+        })
+        // Published at once, so the reader gets them in a few large batches.
+        await Promise.all(Array.from({ length: 499 }, (_, i) => publisher.publish('a', body(i))))
+        await publisher.publish('a', body('last'))
+        await done
+        t.equal(calls, 500, 'every event delivered')
+        t.equal(starved, 0, 'after each false, the next event waited for an I/O turn')
+        t.equal(turnSince300, true, 'listeners that keep up still let I/O in within the batch')
+      })
+    }
 
     if (capabilities.shared) {
       t.test('brokers sharing the backend see each other events, in one sequence', async (t) => {

@@ -1,23 +1,29 @@
 /**
- * Redis for tests: the shared server at 127.0.0.1:6379 with a key prefix per
- * test, a private `redis-server` that a test may kill and restart, an SSE
- * client, and an app instance to run in a child process.
+ * Redis for tests: a private `redis-server` per test file (never the shared
+ * 6379), with faults on demand, an app instance wired to it, and an app
+ * instance in a child process.
  *
- * Run as a script (`node --import <ts loader> test/helpers/redis.ts child <url> <prefix>`),
+ * Run as a script (`node --import <ts loader> test/helpers/redis.ts child <url> <prefix> <options>`),
  * this file starts one app instance and talks to its parent over IPC.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { type IncomingMessage, request } from 'node:http'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { type AddressInfo, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createClient } from 'redis'
 import type { Test } from 'tap'
-import { type RedisBrokerLogger, redisBroker } from '../../lib/broker/redis.js'
+import { type RedisBrokerLogger, type RedisBrokerOptions, redisBroker } from '../../lib/broker/redis.js'
 import htmlSse from '../../lib/index.js'
+import { listen } from './sse.js'
 
-/** The shared test Redis. */
+/**
+ * The shared Redis some older tests use. Redis tests of the broker start their
+ * own with `privateRedis` instead.
+ * @deprecated use `privateRedis(t)`.
+ */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 /** A key prefix of its own for one test. */
@@ -50,15 +56,6 @@ export function recordingLogger() {
   return { lines, logger }
 }
 
-/** Resolves once `check()` is true; rejects after `ms` (polls every 10 ms). */
-export async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
 async function freePort(): Promise<number> {
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -80,23 +77,37 @@ async function ping(url: string): Promise<boolean> {
   }
 }
 
-/** A private, non-persistent `redis-server` on a free port, killed at teardown. */
+/** A private, non-persistent `redis-server` on a free loopback port, stopped at teardown. */
 export interface PrivateRedis {
   readonly port: number
   readonly url: string
-  /** Starts it (again) on the same port; resolves once it answers PING. */
+  /** Starts it again on the same port after `kill()`; resolves once it answers PING. */
   start(): Promise<void>
   /** SIGKILL: no shutdown, no save. Resolves once the process is gone. */
   kill(): Promise<void>
   /** SIGSTOP: connections stay open but nothing answers, as behind a dead network path. */
-  freeze(): void
-  /** SIGCONT. */
-  thaw(): void
+  pause(): void
+  /** SIGCONT after `pause()`. */
+  resume(): void
+  /** `kill()` then `start()`: a server that lost every key, on the same port. */
+  restart(): Promise<void>
 }
 
+/**
+ * Starts a private `redis-server` (`--save '' --appendonly no`, its own
+ * temporary `--dir`) on a free port, waits until it answers, and kills it
+ * (and removes its directory) when `t` ends.
+ *
+ * @example
+ * ```ts
+ * const redis = await privateRedis(t)
+ * const broker = redisBroker({ url: redis.url })
+ * ```
+ */
 export async function privateRedis(t: Test): Promise<PrivateRedis> {
   const port = await freePort()
   const url = `redis://127.0.0.1:${port}`
+  const dir = await mkdtemp(path.join(tmpdir(), 'fastify-html-sse-redis-'))
   let child: ChildProcess | null = null
   const kill = async () => {
     const running = child
@@ -108,20 +119,20 @@ export async function privateRedis(t: Test): Promise<PrivateRedis> {
   }
   const start = async () => {
     if (child !== null) throw new Error('the private redis-server is already running')
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
-    child = spawn('redis-server', [...args, '--daemonize', 'no', '--loglevel', 'warning'], {
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]
+    const started = spawn('redis-server', [...args, '--daemonize', 'no', '--loglevel', 'warning'], {
       stdio: 'ignore'
     })
-    const started = child
+    child = started
     let failed: Error | null = null
     started.once('error', (err) => {
       failed = err
     })
-    const end = Date.now() + 5000
+    const end = Date.now() + 10_000
     while (!(await ping(url))) {
       if (failed !== null) throw failed
       if (started.exitCode !== null) throw new Error(`redis-server exited with ${started.exitCode}`)
-      if (Date.now() > end) throw new Error(`redis-server did not answer on port ${port} within 5 s`)
+      if (Date.now() > end) throw new Error(`redis-server did not answer on port ${port} within 10 s`)
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
@@ -129,67 +140,29 @@ export async function privateRedis(t: Test): Promise<PrivateRedis> {
     if (child === null) throw new Error('the private redis-server is not running')
     child.kill(name)
   }
-  t.teardown(kill)
-  await start()
-  return { port, url, start, kill, freeze: () => signal('SIGSTOP'), thaw: () => signal('SIGCONT') }
-}
-
-/** One open SSE connection, parsed as a browser would. */
-export interface SseClient {
-  readonly events: EventSourceMessage[]
-  /** Resolves with the events once at least `n` arrived; rejects after `ms`. */
-  waitFor(n: number, ms?: number): Promise<EventSourceMessage[]>
-  close(): void
-}
-
-/** Opens `url` as an SSE client; resolves once the response headers are in. */
-export function openSse(url: string, headers: Record<string, string> = {}): Promise<SseClient> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } })
-    req.on('error', reject)
-    req.on('response', (res: IncomingMessage) => {
-      if (res.statusCode !== 200) {
-        res.destroy()
-        reject(new Error(`${url} answered ${res.statusCode}`))
-        return
-      }
-      const events: EventSourceMessage[] = []
-      const waiters = new Set<() => void>()
-      const parser = createParser({
-        onEvent(event) {
-          events.push(event)
-          for (const wake of waiters) wake()
-        }
-      })
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => parser.feed(chunk))
-      res.on('error', () => {})
-      resolve({
-        events,
-        waitFor(n, ms = 5000) {
-          if (events.length >= n) return Promise.resolve(events)
-          return new Promise((done, fail) => {
-            const timer = setTimeout(() => {
-              waiters.delete(check)
-              fail(new Error(`${url}: saw ${events.length} of ${n} events within ${ms} ms`))
-            }, ms)
-            const check = () => {
-              if (events.length < n) return
-              clearTimeout(timer)
-              waiters.delete(check)
-              done(events)
-            }
-            waiters.add(check)
-          })
-        },
-        close() {
-          res.destroy()
-          req.destroy()
-        }
-      })
-    })
-    req.end()
+  t.teardown(async () => {
+    await kill()
+    await rm(dir, { recursive: true, force: true })
   })
+  await start()
+  return {
+    port,
+    url,
+    start,
+    kill,
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
+    async restart() {
+      await kill()
+      await start()
+    }
+  }
+}
+
+/** Options of `redisApp` and `childInstance`. */
+export interface RedisAppOptions extends Omit<RedisBrokerOptions, 'url' | 'client' | 'prefix' | 'logger'> {
+  /** The plugin's `maxBufferedBytes`. */
+  maxBufferedBytes?: number
 }
 
 /**
@@ -199,30 +172,48 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
 export async function redisApp(
   url: string,
   prefix: string,
-  logger?: RedisBrokerLogger
+  logger?: RedisBrokerLogger,
+  options: RedisAppOptions = {}
 ): Promise<{ app: FastifyInstance; base: string }> {
+  const { maxBufferedBytes, ...broker } = options
   const app = Fastify()
   await app.register(htmlSse, {
     heartbeatMs: 0,
-    broker: redisBroker(logger === undefined ? { url, prefix } : { url, prefix, logger })
+    ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes }),
+    broker: redisBroker({ url, prefix, ...broker, ...(logger === undefined ? {} : { logger }) })
   })
   app.get('/events', (req, reply) => {
     const topics = String((req.query as { topics?: string }).topics ?? 'a').split(',')
     reply.sse({ topics })
   })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as AddressInfo
-  return { app, base: `http://127.0.0.1:${port}` }
+  const base = await listen(app)
+  return { app, base }
 }
 
 /** Messages between the test and an instance in a child process. */
-export type ToChild = { publish: { topic: string; html: string } } | { close: true }
-export type FromChild = { base: string } | { id: string } | { error: string } | { stats: number }
+export type ToChild =
+  | { publish: { topic: string; html: string } }
+  | { block: number }
+  | { stats: true }
+  | { close: true }
+export type FromChild =
+  | { base: string }
+  | { id: string }
+  | { error: string }
+  | { blocked: number }
+  | { stats: { connections: number; dropped: number } }
 
 /** An app instance in a child process. */
 export interface ChildInstance {
   readonly base: string
   publish(topic: string, html: string): Promise<string>
+  /**
+   * Blocks the child's event loop with a busy loop for `ms` (a GC pause, a CPU
+   * spike). Resolves when the child says it is about to block.
+   */
+  block(ms: number): Promise<void>
+  /** The child's `app.sse.stats()` connections and dropped. */
+  stats(): Promise<{ connections: number; dropped: number }>
   /** Kills the child (SIGKILL) unless it already left. */
   kill(): void
 }
@@ -232,10 +223,23 @@ export interface ChildInstance {
  * same ts-node ESM loader tap uses: no build step, and the child runs the very
  * source under test.
  */
-export async function childInstance(t: Test, url: string, prefix: string): Promise<ChildInstance> {
+export async function childInstance(
+  t: Test,
+  url: string,
+  prefix: string,
+  options: RedisAppOptions = {}
+): Promise<ChildInstance> {
   const child = spawn(
     process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'child', url, prefix],
+    [
+      '--import',
+      import.meta.resolve('@tapjs/typescript/import'),
+      fileURLToPath(import.meta.url),
+      'child',
+      url,
+      prefix,
+      JSON.stringify(options)
+    ],
     {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
@@ -249,55 +253,67 @@ export async function childInstance(t: Test, url: string, prefix: string): Promi
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
   t.teardown(kill)
+  // Answers come in the order of the requests: one queue of waiters.
+  const waiting: Array<{ resolve: (m: FromChild) => void; reject: (e: Error) => void }> = []
+  let exited: Error | null = null
+  child.on('message', (message: FromChild) => waiting.shift()?.resolve(message))
+  child.on('exit', (code) => {
+    exited = new Error(`the child instance exited (${code})`)
+    for (const w of waiting.splice(0)) w.reject(exited)
+  })
   const next = () =>
     new Promise<FromChild>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        cleanup()
-        reject(new Error('the child instance did not answer within 15 s'))
-      }, 15_000)
-      const onMessage = (message: FromChild) => {
-        cleanup()
-        resolve(message)
-      }
-      const onExit = (code: number | null) => {
-        cleanup()
-        reject(new Error(`the child instance exited (${code})`))
-      }
-      const cleanup = () => {
-        clearTimeout(timer)
-        child.off('message', onMessage)
-        child.off('exit', onExit)
-      }
-      child.on('message', onMessage)
-      child.on('exit', onExit)
+      if (exited !== null) reject(exited)
+      else waiting.push({ resolve, reject })
     })
+  const ask = (message: ToChild) => {
+    const answer = next()
+    child.send(message)
+    return answer
+  }
   const ready = await next()
   if (!('base' in ready)) throw new Error(`the child instance failed: ${JSON.stringify(ready)}`)
   return {
     base: ready.base,
     async publish(topic, html) {
-      const answer = next()
-      child.send({ publish: { topic, html } } satisfies ToChild)
-      const reply = await answer
+      const reply = await ask({ publish: { topic, html } })
       if (!('id' in reply)) throw new Error(`the child could not publish: ${JSON.stringify(reply)}`)
       return reply.id
+    },
+    async block(ms) {
+      await ask({ block: ms })
+    },
+    async stats() {
+      const reply = await ask({ stats: true })
+      if (!('stats' in reply)) throw new Error(`unexpected answer: ${JSON.stringify(reply)}`)
+      return reply.stats
     },
     kill
   }
 }
 
-async function runChild(url: string, prefix: string): Promise<void> {
+async function runChild(url: string, prefix: string, options: RedisAppOptions): Promise<void> {
   const send = (message: FromChild) => process.send?.(message)
-  const { app, base } = await redisApp(url, prefix)
+  const { app, base } = await redisApp(url, prefix, undefined, options)
   process.on('message', (message: ToChild) => {
     if ('close' in message) {
       void app.close().then(() => process.disconnect())
-      return
+    } else if ('block' in message) {
+      send({ blocked: message.block })
+      // Let the answer leave before the loop stops turning.
+      setImmediate(() => {
+        const end = performance.now() + message.block
+        while (performance.now() < end) {}
+      })
+    } else if ('stats' in message) {
+      const { connections, dropped } = app.sse.stats()
+      send({ stats: { connections, dropped } })
+    } else {
+      app.sse.publish(message.publish.topic, message.publish.html).then(
+        (id) => send({ id }),
+        (err: Error) => send({ error: err.message })
+      )
     }
-    app.sse.publish(message.publish.topic, message.publish.html).then(
-      (id) => send({ id }),
-      (err: Error) => send({ error: err.message })
-    )
   })
   // The parent going away ends this instance too.
   process.on('disconnect', () => {
@@ -307,5 +323,5 @@ async function runChild(url: string, prefix: string): Promise<void> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'child') {
-  await runChild(process.argv[3] as string, process.argv[4] as string)
+  await runChild(process.argv[3] as string, process.argv[4] as string, JSON.parse(process.argv[5] ?? '{}'))
 }

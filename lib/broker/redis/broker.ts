@@ -67,8 +67,7 @@ class RedisStreamBroker implements RedisBroker {
   async publish(topic: string, body: string): Promise<string> {
     const client = await this.#conns.commands()
     const args = ['XADD', this.#options.key]
-    const newest =
-      compareIds(this.#published, this.#reader.position) >= 0 ? this.#published : this.#reader.position
+    const newest = compareIds(this.#published, this.#reader.position) >= 0 ? this.#published : this.#reader.position
     // Measured on Redis's clock (ids), never this host's: a skewed clock cannot trim new entries.
     const minId = Number(newest.slice(0, newest.indexOf('-'))) - this.#options.retentionMs
     if (minId > 0) args.push('MINID', '~', String(minId))
@@ -86,7 +85,7 @@ class RedisStreamBroker implements RedisBroker {
 
   lastId(): Promise<string | null> {
     if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
-    return this.#replays.lastId()
+    return this.#replays.lastId(this.#published)
   }
 
   async listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void> {

@@ -59,9 +59,16 @@ export class Replays {
     return events === null ? this.#notFound() : { found: true, events: only(events, topics) }
   }
 
-  /** The newest id: the reader's position when it is current, else Redis's. */
-  async lastId(): Promise<string | null> {
-    if (this.#reader.current()) return this.#reader.position === '0-0' ? null : this.#reader.position
+  /**
+   * The newest id: the reader's position when it is current (or `published`,
+   * this instance's newest publish, when that is later), else Redis's.
+   */
+  async lastId(published = '0-0'): Promise<string | null> {
+    if (this.#reader.current()) {
+      const at = this.#reader.position
+      const newest = compareIds(published, at) > 0 ? published : at
+      return newest === '0-0' ? null : newest
+    }
     const client = await this.#conns.commands()
     const reply = await this.#conns.send(client, ['XREVRANGE', this.#options.key, '+', '-', 'COUNT', '1'])
     return entriesOf(reply)[0]?.[0] ?? null

@@ -81,7 +81,9 @@ export function streamInfoOf(reply: unknown): StreamInfo {
   const entriesAdded = integer(info.get('entries-added'))
   const lastGenerated = text(info.get('last-generated-id'))
   if (!Number.isSafeInteger(length) || !Number.isSafeInteger(entriesAdded) || lastGenerated === undefined) {
-    throw new Error('XINFO STREAM did not report length, entries-added and last-generated-id (Redis 7 or later is required)')
+    throw new Error(
+      'XINFO STREAM did not report length, entries-added and last-generated-id (Redis 7 or later is required)'
+    )
   }
   const firstEntry = info.get('first-entry')
   const first = Array.isArray(firstEntry) ? (text(firstEntry[0]) ?? null) : null
