@@ -81,7 +81,12 @@ function publisher(app: () => FastifyInstance) {
   let chain = Promise.resolve()
   const timer = setInterval(() => {
     chain = chain.then(async () => {
-      await app().sse.publish('items', <p class="item">{String(++n)}</p>)
+      await app().sse.publish(
+        'items',
+        <p class="item" safe>
+          {String(++n)}
+        </p>
+      )
     })
   }, 40)
   return {

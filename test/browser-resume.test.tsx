@@ -58,14 +58,8 @@ async function itemsApp(t: Test): Promise<ItemsApp> {
   }
   app.get<{ Querystring: { htmx?: string } }>('/', async (request, reply) => {
     const htmx = request.query.htmx === '4' ? 4 : 2
-    // Render the state, then take the id it corresponds to.
-    const rendered = items
-      .map((n) => (
-        <p class="item" safe>
-          {n}
-        </p>
-      ))
-      .join('')
+    // Take the state, then the id it corresponds to.
+    const rendered = [...items]
     const lastEventId = await app.sse.lastId()
     const page = await (
       <html lang="en">
@@ -75,7 +69,11 @@ async function itemsApp(t: Test): Promise<ItemsApp> {
         </head>
         <body>
           <SseSource url="/items" htmx={htmx} lastEventId={lastEventId} id="items" hx-swap="beforeend">
-            {rendered}
+            {rendered.map((n) => (
+              <p class="item" safe>
+                {n}
+              </p>
+            ))}
           </SseSource>
         </body>
       </html>
