@@ -197,3 +197,29 @@ test('writeTimeoutMs: a client that accepts no bytes is dropped though under max
   reader.close()
   stalled.close()
 })
+
+test('the production options are checked at registration and per stream', async (t) => {
+  for (const [name, value] of [
+    ['maxConnections', 0],
+    ['maxConnections', -1],
+    ['maxConnectionsPerClient', 1.5],
+    ['maxLifetimeMs', -1],
+    ['drainMs', 'soon'],
+    ['writeTimeoutMs', Number.NaN],
+    ['clientKey', 'ip']
+  ] as const) {
+    await t.rejects(
+      makeApp({ [name]: value } as never),
+      { code: 'FST_ERR_HTML_SSE_OPTION_INVALID' },
+      `${name}: ${String(value)}`
+    )
+  }
+  const { app } = await makeApp({ maxConnections: Number.POSITIVE_INFINITY })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['t'], maxLifetimeMs: -5 })
+  })
+  const response = await app.inject('/events')
+  t.equal(response.statusCode, 500)
+  t.equal(response.json().code, 'FST_ERR_HTML_SSE_OPTION_INVALID')
+  await app.close()
+})
