@@ -1,37 +1,57 @@
+import type { ServerResponse } from 'node:http'
+import { connect as netConnect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { connect, listen, until } from './helpers/sse.js'
+import { connect, isSettled, listen, settles, until } from './helpers/sse.js'
 
 test('a client leaving calls the source return(): a generator blocked on a full socket finishes at once', async (t) => {
   const { app, logs } = await makeApp({ maxBufferedBytes: 64 * 1024 * 1024 })
-  let finallyAt = 0
+  let pulled = 0
+  let finallyRan = false
   let sink!: SseSink
+  let res!: ServerResponse
   const big = `<pre>${'x'.repeat(256 * 1024)}</pre>`
   app.get('/events', (_req, reply) => {
+    res = reply.raw
     sink = reply.sse(
       (function* () {
         try {
-          for (;;) yield big
+          for (;;) {
+            pulled++
+            yield big
+          }
         } finally {
-          finallyAt = Date.now()
+          finallyRan = true
         }
       })()
     )
   })
   const base = await listen(app)
   t.teardown(() => app.close())
-  const client = await connect(`${base}/events`)
-  client.res.pause()
-  await sleep(200) // the socket fills; the generator waits on a send
-  t.equal(finallyAt, 0, 'the generator is still running')
-  const leftAt = Date.now()
-  client.close()
-  await sink.closed
-  await until(() => finallyAt > 0, 2000, 'the generator finally')
-  t.ok(finallyAt - leftAt < 1000, `finally ran ${finallyAt - leftAt}ms after the client left`)
+  // A client that never reads: its socket buffers up to its high-water mark, then stops reading.
+  const client = netConnect(Number(new URL(base).port), '127.0.0.1', () => {
+    client.write('GET /events HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n')
+  })
+  client.on('error', () => {})
+  await until(
+    () => res?.writableNeedDrain === true && client.readableLength >= client.readableHighWaterMark,
+    5000,
+    'the server socket to fill while the client reads nothing'
+  )
+  // Nothing can drain now, so a send queues behind the generator's pending item.
+  const probe = sink.send('<p>probe</p>')
+  t.equal(await isSettled(probe), false, 'a send waits behind the full socket')
+  t.equal(finallyRan, false, 'the generator is still running')
+  const pulledBeforeLeaving = pulled
+  client.destroy()
+  await settles(sink.closed, 'the sink to close')
+  t.equal(finallyRan, true, 'its finally ran by the time the sink closed')
+  t.equal(pulled, pulledBeforeLeaving, 'nothing was pulled after the client left')
+  t.equal(await probe, false, 'the waiting send settles false: it was never written')
   t.equal(sink.signal.aborted, true)
+  t.equal(app.sse.stats().dropped, 0, 'the generator waited on the socket: maxBufferedBytes was never reached')
   t.same(errorsIn(logs), [], 'a client leaving is not an error')
   await until(() => app.sse.stats().connections === 0)
 })
@@ -80,9 +100,9 @@ test('send() waits while the socket is full, resumes on drain, and settles false
   let waiting: Promise<boolean> | null = null
   for (let i = 0; i < 200 && waiting === null; i++) {
     const sent = sink.send(chunk)
-    const settled = await Promise.race([sent, sleep(50).then(() => 'pending' as const)])
-    if (settled === 'pending') waiting = sent
-    else t.equal(settled, true)
+    // A send settles at once unless it is queued behind a full socket.
+    if (await isSettled(sent)) t.equal(await sent, true)
+    else waiting = sent
   }
   t.ok(waiting, 'a send waits once the socket is over its high-water mark')
   const queued = sink.send('<p>queued behind</p>')
@@ -95,7 +115,7 @@ test('send() waits while the socket is full, resumes on drain, and settles false
   let second: Promise<boolean> | null = null
   for (let i = 0; i < 200 && second === null; i++) {
     const sent = sink.send(chunk)
-    if ((await Promise.race([sent, sleep(50).then(() => 'pending' as const)])) === 'pending') second = sent
+    if (!(await isSettled(sent))) second = sent
   }
   t.ok(second, 'waiting again')
   client.close()
@@ -139,7 +159,7 @@ test('a published frame waits behind a send that waits: order is kept', async (t
   for (let i = 0; i < 200 && waiting === null; i++) {
     const pending = sink.send(chunk)
     sent++
-    if ((await Promise.race([pending, sleep(50).then(() => 'pending' as const)])) === 'pending') waiting = pending
+    if (!(await isSettled(pending))) waiting = pending
   }
   await app.sse.publish('t', '<p>published last</p>')
   client.res.resume()
@@ -176,10 +196,11 @@ test('a source whose return() throws or rejects is logged, and the stream still 
   const base = await listen(app)
   t.teardown(() => app.close())
   const paused = await connect(`${base}/sync`)
+  // Once an event arrived the generator has started: return() now runs its finally.
+  await paused.waitFor(1)
   paused.res.pause()
   const slow = await connect(`${base}/async`)
   await slow.waitFor(1)
-  await sleep(50)
   paused.close()
   slow.close()
   await until(() => app.sse.stats().connections === 0)

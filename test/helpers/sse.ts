@@ -1,5 +1,6 @@
 /**
- * Real SSE clients for tests: a raw HTTP/1.1 connection whose bytes go through
+ * The one SSE test client, and the one `until`: a raw HTTP/1.1 connection
+ * (`agent: false`, so closing it closes the socket) whose bytes go through
  * `eventsource-parser`, so every assertion sees what a browser would dispatch.
  */
 import { type IncomingMessage, request } from 'node:http'
@@ -28,14 +29,14 @@ export interface Client {
   events: EventSourceMessage[]
   comments: string[]
   raw: string
-  /** Resolves when at least `n` events have arrived (rejects after `ms`). */
+  /** Resolves when at least `n` events have arrived; rejects if the stream ends first, or after `ms`. */
   waitFor(n: number, ms?: number): Promise<EventSourceMessage[]>
   /** Resolves when the server ends the response. */
   ended: Promise<void>
   close(): void
 }
 
-/** Opens `url` as an SSE client and parses what arrives. */
+/** Opens `url` as an SSE client and parses what arrives; resolves once the response head is in. */
 export function connect(url: string, headers: Record<string, string> = {}): Promise<Client> {
   return new Promise((resolve, reject) => {
     const req = request(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } }, (res) => {
@@ -50,6 +51,7 @@ export function connect(url: string, headers: Record<string, string> = {}): Prom
         onComment: (comment) => comments.push(comment)
       })
       let ended!: () => void
+      let done = false
       const client: Client = {
         res,
         events,
@@ -60,11 +62,17 @@ export function connect(url: string, headers: Record<string, string> = {}): Prom
         }),
         waitFor(n, ms = 5000) {
           return new Promise((ok, fail) => {
-            const timer = setTimeout(() => fail(new Error(`saw ${events.length} of ${n} events in ${ms}ms`)), ms)
+            const timer = setTimeout(
+              () => fail(new Error(`${url}: saw ${events.length} of ${n} events in ${ms} ms`)),
+              ms
+            )
             const check = () => {
               if (events.length >= n) {
                 clearTimeout(timer)
                 ok(events)
+              } else if (done) {
+                clearTimeout(timer)
+                fail(new Error(`${url}: the stream ended after ${events.length} of ${n} events`))
               } else waiters.push(check)
             }
             check()
@@ -79,8 +87,14 @@ export function connect(url: string, headers: Record<string, string> = {}): Prom
         client.raw += chunk
         parser.feed(chunk)
       })
-      res.on('end', () => ended())
-      res.on('close', () => ended())
+      const finish = () => {
+        done = true
+        ended()
+        for (const w of waiters.splice(0)) w()
+      }
+      res.on('end', finish)
+      res.on('close', finish)
+      res.on('error', () => {})
       resolve(client)
     })
     req.on('error', reject)
@@ -88,11 +102,61 @@ export function connect(url: string, headers: Record<string, string> = {}): Prom
   })
 }
 
-/** Waits until `check()` is true, polling every few ms (rejects after `ms`). */
-export async function until(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const start = Date.now()
-  while (!check()) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
+/**
+ * Waits until `check()` is true, polling every few ms. The timeout only turns a
+ * hang into a failure that names what was awaited; nothing is measured.
+ * Both argument orders are accepted: `until(check, ms?, what?)` and `until(check, what, ms?)`.
+ */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  msOrWhat: number | string = 5000,
+  whatOrMs: string | number = 'condition'
+): Promise<void> {
+  const ms = typeof msOrWhat === 'number' ? msOrWhat : typeof whatOrMs === 'number' ? whatOrMs : 5000
+  const what = typeof msOrWhat === 'string' ? msOrWhat : typeof whatOrMs === 'string' ? whatOrMs : 'condition'
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+  }, ms)
+  try {
+    while (!(await check())) {
+      if (timedOut) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  } finally {
+    clearTimeout(timer)
   }
+}
+
+/**
+ * Resolves with `promise`, or rejects naming `what` if it has not settled
+ * after `ms`: a generous bound that turns a hang into a failure.
+ */
+export async function settles<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, fail) => {
+        timer = setTimeout(() => fail(new Error(`${what} did not settle within ${ms} ms`)), ms)
+      })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Resolves once `promise` has settled, or reports `false` after one turn of the event loop. */
+export async function isSettled(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false
+  promise.then(
+    () => {
+      settled = true
+    },
+    () => {
+      settled = true
+    }
+  )
+  await new Promise((r) => setImmediate(r))
+  return settled
 }
