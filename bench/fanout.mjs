@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util'
 import { buildOurs, lock } from './harness.mjs'
 import { Side } from './side.mjs'
-import { logger, median, paired, save } from './stats.mjs'
+import { busy, logger, median, paired, save } from './stats.mjs'
 
 const { values: o } = parseArgs({
   options: {
@@ -22,10 +22,8 @@ const { values: o } = parseArgs({
   }
 })
 const rounds = Number(o.rounds)
-const Ns = o.clients
-  .split(',')
-  .map(Number)
-  .sort((a, b) => b - a)
+const Ns = o.clients.split(',').map(Number)
+Ns.sort((a, b) => b - a)
 const kinds = o.kinds.split(',')
 const latN = Number(o['lat-clients'])
 const kFor = (n) => Math.max(20, Math.min(3000, Math.round(Number(o.events) / n)))
@@ -65,28 +63,17 @@ for (let r = 0; r < rounds; r++) {
       const k = kFor(n)
       await side.burst(Math.ceil(k / 8)) // warm-up, checked like every burst
       await ref.burst(Math.ceil(k / 8))
-      const [a, b] = await paired(
-        r,
-        () => side.burst(k),
-        () => ref.burst(k)
-      )
+      const [a, b] = await paired(r, side.burst.bind(side, k), ref.burst.bind(ref, k))
       for (const key of ['eps', 'cpu']) {
         push(res[kind][key], n, a[key])
         push(res.raw[key], n, b[key])
       }
       push(res[kind].pairs, `eps${n}`, a.eps / b.eps)
       push(res[kind].pairs, `cpu${n}`, a.cpu / b.cpu)
-      push(
-        res[kind].pairs,
-        `busy${n}`,
-        `${(a.clientBusy * 100).toFixed(0)}% / ${(a.lag * 100).toFixed(0)}% / ${a.other.toFixed(2)}`
-      )
+      push(res[kind].pairs, `busy${n}`, busy(a))
       if (n === latN) {
-        const [la, lb] = await paired(
-          r,
-          () => side.latency(Number(o['lat-rate']), Number(o['lat-seconds'])),
-          () => ref.latency(Number(o['lat-rate']), Number(o['lat-seconds']))
-        )
+        const lat = [Number(o['lat-rate']), Number(o['lat-seconds'])]
+        const [la, lb] = await paired(r, side.latency.bind(side, ...lat), ref.latency.bind(ref, ...lat))
         res[kind].p50.push(la.p50)
         res[kind].p99.push(la.p99)
         res.raw.p50.push(lb.p50)

@@ -21,7 +21,7 @@ const { values: o } = parseArgs({
   }
 })
 const [rounds, attempts, max] = [Number(o.rounds), Number(o.attempts), Number(o.max)]
-const k = Math.round(100_000 / max)
+const k = Math.round(200_000 / max)
 const log = logger('flood')
 const t0 = Date.now()
 const peakRss = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024
@@ -35,7 +35,7 @@ for (let r = 0; r < rounds; r++) {
   log(`round ${r + 1}/${rounds}`)
   const side = await Side.start('ours', { kind: 'ours', ours: ours.dir, plugin: { maxConnections: max } })
   const mem0 = await side.mem()
-  const c = await side.load.rpc('connect', { port: side.port, n: attempts, pace: false }, 600_000)
+  const c = await side.load.rpc('connect', { port: side.port, n: attempts, pace: false, retries: 30 }, 600_000)
   await until(
     async () => (await side.load.rpc('status', {})).refusedOpen === 0,
     'every refused connection to be closed',
@@ -54,8 +54,8 @@ for (let r = 0; r < rounds; r++) {
     stats.refused,
     c.ms,
     (mem1.heapUsed - mem0.heapUsed) / side.n,
-    mem1.rss,
-    peakRss(side.server.pid)
+    mem1.rss / 2 ** 20,
+    peakRss(side.server.pid) / 2 ** 20
   ])
   if (
     st.statuses[200] !== max ||
@@ -120,8 +120,8 @@ await save('flood', {
         'stats().refused',
         'flood ms',
         'heap B per admitted stream',
-        'RSS after',
-        'peak RSS',
+        'RSS after, MiB',
+        'peak RSS, MiB',
         'events/s alone',
         'events/s during knocks',
         'knocks'

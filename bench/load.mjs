@@ -168,29 +168,35 @@ function verified(g) {
   return out
 }
 
-function open(g, port, request, verify) {
-  const c = { g, st: HEAD, head: '', line: '', left: 0, crlf: 0, tail: Buffer.alloc(0), acc: '', count: 0 }
-  c.verify = verify
-  c.sock = net.connect({
-    host: '127.0.0.1',
-    port,
-    localAddress: `127.0.0.${2 + (made++ % 8)}`,
-    onread: {
-      buffer: READ_BUF,
-      callback(n, buf) {
-        if (run?.latency) now = hrtime()
-        onBytes(c, buf, 0, n)
-        check()
+/** One stream; a connect that fails before a response head is retried after `retryMs`, as a browser's EventSource would. */
+function open(g, port, request, verify, retries, retryMs) {
+  const c = { g, count: 0, verify }
+  const dial = () => {
+    Object.assign(c, { st: HEAD, head: '', line: '', left: 0, crlf: 0, tail: Buffer.alloc(0), acc: '', closed: false })
+    c.sock = net.connect({
+      host: '127.0.0.1',
+      port,
+      localAddress: `127.0.0.${2 + (made++ % 8)}`,
+      onread: {
+        buffer: READ_BUF,
+        callback(n, buf) {
+          if (run?.latency) now = hrtime()
+          onBytes(c, buf, 0, n)
+          check()
+        }
       }
-    }
-  })
-  c.settled = new Promise((resolve) => {
-    c.onHead = resolve
-    c.sock.once('close', resolve)
-  })
-  c.sock.once('connect', () => c.sock.write(request))
-  c.sock.on('error', (err) => (c.error = err.code))
-  c.sock.once('close', () => (c.closed = true))
+    })
+    c.sock.once('connect', () => c.sock.write(request))
+    c.sock.on('error', (err) => (c.error = err.code))
+    c.sock.once('close', () => {
+      c.closed = true
+      if (c.status !== undefined || g.gone || retries-- <= 0) return c.onHead()
+      g.retries = (g.retries ?? 0) + 1
+      setTimeout(dial, retryMs)
+    })
+  }
+  c.settled = new Promise((resolve) => (c.onHead = resolve))
+  dial()
   g.conns.push(c)
   return c
 }
@@ -209,7 +215,9 @@ const handlers = {
     batch = 500,
     pace = true,
     verify = 0,
-    seq0 = 0
+    seq0 = 0,
+    retries = 0,
+    retryMs = 1000
   }) {
     const g = group(name)
     const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
@@ -220,7 +228,7 @@ const handlers = {
       const opened = []
       for (let j = i; j < Math.min(n, i + batch); j++) {
         const first = g.conns.length < verify
-        opened.push(open(g, port, request, first ? verifier(seq0) : null).settled)
+        opened.push(open(g, port, request, first ? verifier(seq0) : null, retries, retryMs).settled)
       }
       all.push(...opened)
       if (pace) await Promise.all(opened)
@@ -267,12 +275,14 @@ const handlers = {
       statuses: g.statuses,
       closeHeader: g.closeHeader,
       errors,
+      retries: g.retries ?? 0,
       verify: verified(g)
     }
   },
   /** Close every socket of the group with a TCP reset (no TIME_WAIT). */
   close({ name = 'main' }) {
     const g = group(name)
+    g.gone = true
     for (const c of g.conns) if (!c.closed) c.sock.resetAndDestroy()
     groups.delete(name)
   },

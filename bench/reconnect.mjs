@@ -64,7 +64,7 @@ async function storm(kind, mode, r) {
   const headers = { 'Last-Event-ID': ids[behind - 1] }
   const connected = await side.load.rpc(
     'connect',
-    { port: side.port, n, headers, pace, verify: 10, seq0: seq0 + behind },
+    { port: side.port, n, headers, pace, verify: 10, seq0: seq0 + behind, retries: 30 },
     600_000
   )
   await side.load.next('done', 600_000)
@@ -84,7 +84,7 @@ async function storm(kind, mode, r) {
     .map(([c, v]) => [c, v - (cmd0[c] ?? 0) - (c === 'info' ? 1 : 0)])
     .filter(([, v]) => v > 0)
   out.commands.push(Object.fromEntries(calls))
-  out.connectErrors.push(connected.errors)
+  out.connectErrors.push({ retries: connected.retries, ...connected.errors })
   out.other = Math.max(out.other ?? 0, acct.end(scpu1 - scpu0))
   await side.stop()
 }
@@ -119,7 +119,15 @@ await save('reconnect', {
   tables: [
     {
       title: 'Time and server CPU',
-      head: ['broker', 'connects', 'time ms', 'server CPU ms', 'Redis CPU ms', 'Redis commands', 'connect errors'],
+      head: [
+        'broker',
+        'connects',
+        'time ms',
+        'server CPU ms',
+        'Redis CPU ms',
+        'Redis commands',
+        'connect retries (last error)'
+      ],
       rows: CASES.map((c) => {
         const [kind, mode] = c.split('|')
         const x = res[c]

@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util'
 import { buildOurs, lock } from './harness.mjs'
 import { Side } from './side.mjs'
-import { logger, median, paired, save } from './stats.mjs'
+import { busy, logger, median, paired, save } from './stats.mjs'
 
 const { values: o } = parseArgs({
   options: {
@@ -53,9 +53,7 @@ for (let r = 0; r < rounds; r++) {
       row.cpu.push(bursts[i].cpu)
       row.heap.push((mems[i].heapUsed - mem0[i].heapUsed) / n)
       row.rss.push((mems[i].rss - mem0[i].rss) / n)
-      row.busy.push(
-        `${(bursts[i].clientBusy * 100).toFixed(0)}% / ${(bursts[i].lag * 100).toFixed(0)}% / ${bursts[i].other.toFixed(2)}`
-      )
+      row.busy.push(busy(bursts[i]))
     })
   }
   for (const s of sides) problems.push(...s.problems.map((p) => `${s.name}: ${p}`))

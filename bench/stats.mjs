@@ -81,6 +81,9 @@ export async function save(name, result) {
   console.error(`wrote bench/results/${name}.json`)
 }
 
+/** `client busy / lag / other CPUs` of a burst, for the tables. */
+export const busy = (b) => `${(b.clientBusy * 100).toFixed(0)}% / ${(b.lag * 100).toFixed(0)}% / ${b.other.toFixed(2)}`
+
 /** Log with the seconds since start, to stderr. */
 export function logger(tag) {
   const t0 = Date.now()
