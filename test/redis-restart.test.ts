@@ -206,3 +206,18 @@ t.test(
     t.equal(app.sse.stats().connections, 1, 'the stream stayed open through the freeze')
   }
 )
+
+t.test('closing while Redis is frozen settles, and pending commands reject with the code', async (t) => {
+  const redis = await privateRedis(t)
+  const { logger } = recordingLogger()
+  const broker = redisBroker({ url: redis.url, prefix: uniquePrefix(), blockMs: 200, commandTimeoutMs: 1000, logger })
+  await broker.listen(() => {})
+  await broker.publish('a', 'data: 1\n\n')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  // Queued on the command connection, which close() would wait on for ever.
+  const pending = broker.replay(['a'], '1-1')
+  await broker.close()
+  await t.rejects(pending, { code: UNAVAILABLE }, 'the pending replay rejected')
+  await t.rejects(broker.publish('a', 'data: 2\n\n'), { code: UNAVAILABLE }, 'a publish after close rejects')
+})

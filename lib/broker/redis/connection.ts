@@ -28,11 +28,6 @@ export function unavailable(reason: string, cause?: unknown): Error {
   return err
 }
 
-/** True for the coded error of `unavailable`. */
-export function isUnavailable(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
-}
-
 /** Waits before the next attempt: 50 ms doubling up to 2 s, with jitter so instances do not reconnect in step. */
 function backoff(retries: number): number {
   return Math.min(RECONNECT_BASE_MS * 2 ** retries, RECONNECT_MAX_MS) + Math.floor(Math.random() * RECONNECT_BASE_MS)
@@ -148,11 +143,23 @@ export class Connections {
     if (this.#closed) return
     this.#closed = true
     for (const client of this.#readyWaiters.keys()) this.#wake(client)
+    const closing: Array<Promise<unknown>> = []
     for (const client of this.#owned) {
-      if (client.isReady) await client.close().catch(() => client.destroy())
-      else client.destroy()
+      if (!client.isReady) {
+        client.destroy()
+        continue
+      }
+      // close() waits for pending replies, which a frozen server never sends.
+      const timer = setTimeout(() => client.destroy(), this.#options.commandTimeoutMs)
+      closing.push(
+        client
+          .close()
+          .catch(() => client.destroy())
+          .finally(() => clearTimeout(timer))
+      )
     }
     this.#owned.clear()
+    await Promise.all(closing)
   }
 
   /**

@@ -29,6 +29,7 @@ function only(events: readonly BrokerEvent[], topics: readonly string[]): Broker
   return events.filter((e) => wanted.has(e.topic))
 }
 
+/** Answers `replay` and `lastId` for one broker, from its reader's position, its window, or Redis. */
 export class Replays {
   readonly #conns: Connections
   readonly #reader: StreamReader
