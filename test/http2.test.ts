@@ -2,7 +2,7 @@ import { connect as h2connect } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { test } from 'tap'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { parseAll, until } from './helpers/sse.js'
+import { parseAll, settles, until } from './helpers/sse.js'
 
 test('HTTP/2: frames arrive, no connection-specific headers, a closed stream frees the sink', async (t) => {
   const { app, logs } = await makeApp({}, { http2: true })
@@ -67,8 +67,8 @@ test('HTTP/2: app.close() is prompt with an open stream', async (t) => {
   live.on('error', () => {})
   live.resume()
   await until(() => app.sse.stats().connections === 1)
-  const started = Date.now()
-  await app.close()
-  t.ok(Date.now() - started < 2000, `close took ${Date.now() - started}ms`)
+  // On Node < 24 an idle HTTP/2 session would hold close() open; 10 s only turns that hang into a failure.
+  await settles(app.close(), 'app.close()', 10_000)
+  t.equal(app.sse.stats().connections, 0)
   session.destroy()
 })

@@ -7,10 +7,17 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { test } from 'tap'
+import { privateRedis } from './helpers/redis.js'
 
 const root = resolve(import.meta.dirname, '..')
-const run = (cmd: string, args: string[], cwd: string) =>
-  execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 })
+const run = (cmd: string, args: string[], cwd: string, env: Record<string, string> = {}) =>
+  execFileSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 180_000,
+    env: { ...process.env, ...env }
+  })
 
 const CONSUMER = `
 import assert from 'node:assert/strict'
@@ -47,12 +54,13 @@ import { redisBroker } from 'fastify-html-sse/redis'
 import { collectEvents } from 'fastify-html-sse/testing'
 
 const app = Fastify()
-await app.register(htmlSse, { broker: redisBroker({ url: 'redis://127.0.0.1:6379', prefix: 'pkgtest:' + process.pid + ':' }), heartbeatMs: 0 })
+await app.register(htmlSse, { broker: redisBroker({ url: process.env.REDIS_URL, prefix: 'pkgtest:' }), heartbeatMs: 0 })
 app.get('/events', (req, reply) => {
   reply.sse({ topics: ['t'] })
 })
 const pending = collectEvents(app, '/events', { count: 1 })
-setTimeout(() => app.sse.publish('t', '<p>through redis</p>'), 200)
+while (app.sse.stats().topics.t !== 1) await new Promise((resolve) => setTimeout(resolve, 5))
+await app.sse.publish('t', '<p>through redis</p>')
 assert.equal((await pending)[0].data, '<p>through redis</p>')
 await app.close()
 console.log('redis ok')
@@ -85,5 +93,10 @@ test('the packed package installs into an empty project and every entry works fr
   const redisVersion = (await import('redis/package.json', { with: { type: 'json' } })).default.version
   run('npm', ['install', `redis@${redisVersion}`, ...npmFlags], app)
   writeFileSync(join(app, 'redis.mjs'), REDIS_CONSUMER)
-  t.match(run('node', ['redis.mjs'], app), /redis ok/, 'the redis entry works once the client is installed')
+  const redis = await privateRedis(t)
+  t.match(
+    run('node', ['redis.mjs'], app, { REDIS_URL: redis.url }),
+    /redis ok/,
+    'the redis entry works once the client is installed'
+  )
 })

@@ -76,10 +76,11 @@ test('no gap and no duplicate while publishes race the handoff, for sinks on one
     if (i % 7 === 0) await tick()
   }
   await until(() => clients.length === 30, 5000, 'all clients')
+  // A final marker on the topic every client has: anything extra would arrive before it.
+  published.push({ id: await app.sse.publish('a', '<p>end</p>'), topic: 'a' })
   for (const { client, topics, after } of clients) {
     const want = published.filter((p) => seq(p.id) > after && topics.includes(p.topic)).map((p) => p.id)
-    await client.waitFor(want.length)
-    await tick()
+    await until(() => client.events.at(-1)?.data === '<p>end</p>', 10_000, 'the final marker')
     const got = client.events.map((e) => e.id)
     if (JSON.stringify(got) !== JSON.stringify(want)) {
       t.fail(`client from ${after} on ${topics}: ${got.length} events, want ${want.length}`)
