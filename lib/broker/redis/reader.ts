@@ -168,7 +168,9 @@ export class StreamReader {
         if (this.#stopped) break
         // A dropped socket: node-redis reconnects, and `ready` resyncs.
         if (!client.isReady) continue
-        // Redis answered with an error (e.g. the key is not a stream): retry slowly, say it once.
+        // Redis answered with an error (e.g. the key is not a stream): retry slowly, say it once,
+        // and check the next batch, as the key may be recreated meanwhile.
+        this.#check = true
         if (failures++ === 0) {
           this.#log().error({ err }, `fastify-html-sse: reading the Redis stream ${this.#options.key} failed`)
         }
@@ -222,6 +224,8 @@ export class StreamReader {
    * the batch holds was trimmed since it was read).
    */
   #firstSeq(info: StreamInfo, entries: Entry[]): number | null {
+    // More entries read than the stream ever received: it was recreated under the reader.
+    if (this.#seq > info.entriesAdded) return null
     const oldest = info.entriesAdded - info.length + 1
     const firstId = (entries[0] as Entry)[0]
     if (info.first === null) {
