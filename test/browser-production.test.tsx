@@ -216,11 +216,10 @@ for (const htmx of [2, 4] as const) {
         t.ok(reconnect.header !== undefined, `tab ${tab} resumed with Last-Event-ID`)
         // The browser waits at least its hint (htmx 4 spreads it by ±30%): load on the
         // machine can only make it later, so this bound holds anywhere and shows the hint
-        // took effect. The upper bound is the window, with slack for a busy machine.
+        // took effect. No upper bound: how late a busy machine runs is for bench/, not a test.
         const delay = Math.round(reconnect.at - end.at)
         const low = (htmx === 4 ? 0.7 : 1) * hint - 50
         t.ok(delay >= low, `tab ${tab}: reconnected ${delay} ms after the drain, not before its hint of ${hint} ms`)
-        t.ok(delay <= 1.3 * drainMs + 3000, `tab ${tab}: within the ${drainMs} ms window (with slack)`)
       }
     }
   )
