@@ -83,6 +83,15 @@ void broker
 const events: Promise<CollectedEvent[]> = collectEvents(app, '/events', { count: 1, timeoutMs: 10 })
 void id
 void events
+// collectEvents takes HTTP/2 and HTTPS apps as well, whose instance types differ by server.
+const h2events: Promise<CollectedEvent[]> = collectEvents(Fastify({ http2: true }), '/events', {
+  count: 1,
+  transport: 'inject'
+})
+void h2events
+void collectEvents(Fastify({ https: { key: '', cert: '' } }), '/events', { count: 1 })
+// @ts-expect-error a transport is 'inject' or 'socket'
+void collectEvents(app, '/events', { count: 1, transport: 'udp' })
 
 const page: JSX.Element = (
   <html lang="en">
