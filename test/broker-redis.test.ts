@@ -134,6 +134,55 @@ t.test('replays: from the recent window without Redis, else one shared XRANGE', 
   t.equal((await calls('xrevrange')).calls - before.calls, 0, 'without a command while the reader is current')
 })
 
+t.test('replays while the reader is mid-batch: bounded at what it delivered, one XRANGE shared', async (t) => {
+  const prefix = uniquePrefix()
+  const key = `${prefix}log`
+  const old = String(await admin.sendCommand(['XADD', key, '*', 't', 'a', 'b', 'data: old\n\n']))
+  const broker = redisBroker({ url, prefix })
+  t.teardown(() => broker.close())
+  const checks: Record<string, Promise<unknown>> = {}
+  let x = ''
+  let y = ''
+  await broker.listen((event) => {
+    if (event.id === x) {
+      checks.newer = broker.replay(['a'], y)
+      checks.future = broker.replay(['a'], `${Number(y.split('-')[0]) + 1000}-0`)
+      checks.atX = broker.replay(['a'], old)
+    } else if (event.id === y) {
+      checks.atY = broker.replay(['a'], old)
+    }
+  })
+  // Two entries in one batch: while X is being delivered, the reader has not delivered Y.
+  const now = Number(((await admin.sendCommand(['TIME'])) as string[])[0]) * 1000 + 1
+  x = `${now}-0`
+  y = `${now}-1`
+  const before = await calls('xrange')
+  await admin
+    .multi()
+    .addCommand(['XADD', key, x, 't', 'a', 'b', 'data: x\n\n'])
+    .addCommand(['XADD', key, y, 't', 'a', 'b', 'data: y\n\n'])
+    .exec()
+  await until(() => checks.atY !== undefined, 5000, 'both events')
+  t.same(
+    await checks.newer,
+    { found: true, events: [] },
+    'an id the reader has not delivered yet: found, nothing to send'
+  )
+  t.same(
+    await checks.future,
+    { found: false, head: y },
+    'an id Redis never had: a reset at the reader position when it answers'
+  )
+  const ids = (r: unknown) => (r as { events: Array<{ id: string }> }).events.map((e) => e.id)
+  t.same(ids(await checks.atX), [x], 'a replay asked while X was delivered ends at X')
+  t.same(ids(await checks.atY), [x, y], 'one asked while Y was delivered ends at Y')
+  t.equal(
+    (await calls('xrange')).calls - before.calls,
+    3,
+    'one XRANGE shared by both replays of the old id, one per newer id checked'
+  )
+})
+
 t.test('a reader that fell behind the trimmed stream calls onGap with the head, then goes on', async (t) => {
   const prefix = uniquePrefix()
   const key = `${prefix}log`
