@@ -108,6 +108,7 @@ const logger = {
   stream: { write: (line) => JSON.parse(line).err && record({ ...JSON.parse(line).err, logged: true }) }
 }
 const caseOf = (request) => CASES[Number(request.params.i)]
+const defined = (o) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
 const lib = (name, api, start, extra = {}) => ({ name, api, start, ...extra })
 
 async function libraries() {
@@ -178,7 +179,7 @@ async function libraries() {
       lib('ours', '`reply.sse([{ html, event, id }])`', () =>
         withOurs((request, reply) => {
           const { html, event, id } = caseOf(request)
-          reply.sse([Object.fromEntries(Object.entries({ html, event, id }).filter(([, v]) => v !== undefined))])
+          reply.sse([defined({ html, event, id })])
         })
       ),
       lib(
@@ -221,9 +222,7 @@ async function libraries() {
           {},
           (request, reply) => {
             const { html: data, event, id } = caseOf(request)
-            guarded(() =>
-              reply.sse(Object.fromEntries(Object.entries({ data, event, id }).filter(([, v]) => v !== undefined)))
-            )()
+            guarded(() => reply.sse(defined({ data, event, id })))()
             // "the connection is kept open until you call reply.sseContext.source.end()"
             if (reply.sseContext?.source) reply.sseContext.source.end()
             else reply.send('')
@@ -243,9 +242,7 @@ async function libraries() {
           const { html: data, event, id } = CASES[Number(ctx.req.param('i'))]
           return streamSSE(
             ctx,
-            guarded((s) =>
-              s.writeSSE(Object.fromEntries(Object.entries({ data, event, id }).filter(([, v]) => v !== undefined)))
-            )
+            guarded((s) => s.writeSSE(defined({ data, event, id })))
           )
         })
         const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })

@@ -22,7 +22,6 @@ const canPin = (() => {
     return false
   }
 })()
-export const PINNED = canPin
 
 /** A child process driven over IPC: `await child.rpc(cmd, args)`; unsolicited messages via `child.next(type)`. */
 export class Child {

@@ -139,20 +139,12 @@ function check() {
   if (!done) return
   const r = run
   run = null
-  const cpu = process.cpuUsage(r.cpu0)
   const sorted = r.latency ? Float64Array.from(r.lat).sort() : null
   process.send({
     type: 'done',
     t: Number(hrtime()),
-    wallMs: Number(hrtime() - r.t0) / 1e6,
-    cpuMs: (cpu.user + cpu.system) / 1000,
     total: r.total,
-    latency: sorted && {
-      n: sorted.length,
-      p50: quantile(sorted, 0.5),
-      p99: quantile(sorted, 0.99),
-      max: sorted.at(-1)
-    },
+    latency: sorted && { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99) },
     verify: verified(r.g)
   })
 }
@@ -246,38 +238,21 @@ const handlers = {
       if (c.status === 200 && checked++ < verify) c.verify = verifier(seq0)
     }
     const target = k * (expect ?? g.conns.length)
-    run = { g, target, untilSeq, latency, lat: [], latMax: 2e6, total: 0, t0: hrtime(), cpu0: process.cpuUsage() }
+    run = { g, target, untilSeq, latency, lat: [], latMax: 2e6, total: 0, t0: hrtime() }
     setImmediate(check)
     return { t0: Number(run.t0) }
   },
-  disarm() {
-    run = null
-  },
   status({ name = 'main' }) {
     const g = group(name)
-    let [min, max, open, closed, refusedOpen] = [Infinity, 0, 0, 0, 0]
-    for (const c of g.conns) {
-      min = Math.min(min, c.count)
-      max = Math.max(max, c.count)
-      if (c.closed) closed++
-      else open++
-      if (c.status !== 200 && !c.closed) refusedOpen++
-    }
     const errors = {}
-    for (const c of g.conns) if (c.error) errors[c.error] = (errors[c.error] ?? 0) + 1
-    return {
-      conns: g.conns.length,
-      open,
-      closed,
-      refusedOpen,
-      min,
-      max,
-      statuses: g.statuses,
-      closeHeader: g.closeHeader,
-      errors,
-      retries: g.retries ?? 0,
-      verify: verified(g)
+    let [closed, refusedOpen] = [0, 0]
+    for (const c of g.conns) {
+      if (c.closed) closed++
+      else if (c.status !== 200) refusedOpen++
+      if (c.error) errors[c.error] = (errors[c.error] ?? 0) + 1
     }
+    const { statuses, closeHeader, retries = 0 } = g
+    return { conns: g.conns.length, closed, refusedOpen, statuses, closeHeader, errors, retries, verify: verified(g) }
   },
   /** Close every socket of the group with a TCP reset (no TIME_WAIT). */
   close({ name = 'main' }) {
