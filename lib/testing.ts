@@ -88,18 +88,27 @@ export async function collectEvents(
   const events: CollectedEvent[] = []
   const ac = new AbortController()
   let opened: Opened | undefined
+  let finished = false
   let timer: NodeJS.Timeout | undefined
   try {
     await new Promise<void>((resolve, reject) => {
       timer = setTimeout(() => {
-        // Only a route that never answered is aborted (Fastify logs that as an error, rightly).
+        // A socket that got no head is closed now, as a client giving up; a head that comes later is hung up then.
         if (opened === undefined) ac.abort()
         reject(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(events.length, count, url, timeoutMs))
       }, timeoutMs)
-      const open = transport === 'inject' ? openInjected : openSocket
-      open(app, url, { accept: 'text/event-stream', ...headers }, ac.signal).then((head) => {
+      const requestHeaders = { accept: 'text/event-stream', ...headers }
+      const opening =
+        transport === 'inject'
+          ? openInjected(app, url, requestHeaders)
+          : openSocket(app, url, requestHeaders, ac.signal)
+      opening.then((head) => {
+        // A head that comes after the timeout is hung up at once.
+        if (finished) {
+          void head.hangUp()
+          return
+        }
         opened = head
-        if (ac.signal.aborted) return
         if (head.status !== 200 || !head.type.startsWith('text/event-stream')) {
           reject(new FST_ERR_HTML_SSE_COLLECT_RESPONSE(url, head.status, head.type || 'none'))
           return
@@ -118,20 +127,17 @@ export async function collectEvents(
       }, reject)
     })
   } finally {
+    finished = true
     clearTimeout(timer)
     await opened?.hangUp()
   }
   return events
 }
 
-async function openInjected(
-  app: TestableApp,
-  url: string,
-  headers: Record<string, string>,
-  signal: AbortSignal
-): Promise<Opened> {
-  // Resolves once the plugin writes the head; the body streams as it is written.
-  const res = await app.inject({ method: 'GET', url, headers, payloadAsStream: true, signal })
+async function openInjected(app: TestableApp, url: string, headers: Record<string, string>): Promise<Opened> {
+  // Resolves once the plugin writes the head; the body streams as it is written. No abort
+  // signal: Fastify would log an injected request aborted before its head as an error.
+  const res = await app.inject({ method: 'GET', url, headers, payloadAsStream: true })
   const body = res.stream()
   return {
     status: res.statusCode,

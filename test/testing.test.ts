@@ -146,3 +146,29 @@ for (const transport of ['inject', 'socket'] as const) {
     await settles(app.close(), 'app.close()')
   })
 }
+
+for (const transport of ['inject', 'socket'] as const) {
+  test(`collectEvents (${transport}) that times out before the head leaves nothing open, and logs no error`, async (t) => {
+    const { app, logs } = await makeApp()
+    let answered = false
+    let release!: () => void
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    app.get('/late', async (_req, reply) => {
+      await held
+      reply.sse({ topics: ['late'] })
+      answered = true
+    })
+    t.teardown(() => app.close())
+    await t.rejects(collectEvents(app, '/late', { count: 1, timeoutMs: 50, transport }), {
+      code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
+      message: /saw 0 of 1 events from \/late within 50ms/
+    })
+    release()
+    await until(() => answered, 'the route to answer')
+    await until(() => app.sse.stats().connections === 0, 'the late stream to be hung up')
+    await settles(app.close(), 'app.close()')
+    t.same(errorsIn(logs), [])
+  })
+}
