@@ -47,8 +47,8 @@ export class Replays {
   async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
     if (parseId(lastId) === null) return this.#notFound()
     const bound = this.#reader.running ? this.#reader.position : null
-    if (bound !== null && bound !== '0-0') {
-      if (lastId === bound) return { found: true, events: [] }
+    if (bound !== null) {
+      if (lastId === bound && bound !== '0-0') return { found: true, events: [] }
       if (compareIds(lastId, bound) > 0) {
         // Newer than what was delivered here: its events reach the stream live. It must exist, though.
         return (await this.#exists(lastId)) ? { found: true, events: [] } : this.#notFound()
