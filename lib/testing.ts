@@ -184,7 +184,7 @@ async function openSocket(
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: '127.0.0.1', port, path: url, agent: false, headers, signal }, (res) =>
       resolve({
-        status: res.statusCode ?? 0,
+        status: res.statusCode as number,
         type: String(res.headers['content-type'] ?? ''),
         body: res,
         hangUp: () => {

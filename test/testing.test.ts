@@ -125,6 +125,9 @@ for (const transport of ['inject', 'socket'] as const) {
       reply.sse({ topics: ['quiet'] })
     })
     app.get('/html', () => '<p>not a stream</p>')
+    app.get('/empty', (_req, reply) => {
+      reply.code(204).send()
+    })
     t.teardown(() => app.close())
     await t.rejects(collectEvents(app, '/short', { count: 2, transport }), {
       code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
@@ -137,6 +140,10 @@ for (const transport of ['inject', 'socket'] as const) {
     await t.rejects(collectEvents(app, '/html', { count: 1, transport }), {
       code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
       message: /status 200 with content-type text\/plain/
+    })
+    await t.rejects(collectEvents(app, '/empty', { count: 1, transport }), {
+      code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
+      message: /status 204 with content-type none/
     })
     await t.rejects(collectEvents(app, '/missing', { count: 1, transport }), {
       code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
