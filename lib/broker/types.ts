@@ -25,8 +25,10 @@
  * - `replay(topics, lastId)` returns the events of `topics` after `lastId`, in
  *   order, when `lastId` is still in the log (or is the newest id); otherwise it
  *   says the id was not found and gives the newest id, so the caller can send a
- *   `reset`. It may race live delivery: the hub drops what it has already sent
- *   by comparing ids, so neither a gap nor a duplicate can follow.
+ *   `reset`. It never returns an event this instance has not yet delivered to
+ *   its listeners (events after that reach the stream live, through the hub's
+ *   handoff), and the hub drops held live events up to the replay's last id or
+ *   `lastId`, whichever is newer: neither a gap nor a duplicate can follow.
  * - `close()` stops delivery and releases what the broker created (never what it
  *   was given).
  */
