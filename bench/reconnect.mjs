@@ -38,7 +38,11 @@ const MODES = {
   'at-once, backlog 511': { pace: false },
   [`at-once, backlog ${somaxconn}`]: { pace: false, backlog: somaxconn }
 }
-const CASES = [...Object.keys(MODES).flatMap((mode) => [`raw|${mode}`, `memory|${mode}`]), 'redis|batches']
+const CASES = [
+  ...Object.keys(MODES).flatMap((mode) => [`raw|${mode}`, `memory|${mode}`]),
+  'raw-joined|batches',
+  'redis|batches'
+]
 const res = Object.fromEntries(
   CASES.map((c) => [c, { ms: [], cpu: [], redisCpu: [], commands: [], connectErrors: [] }])
 )
@@ -46,7 +50,14 @@ const problems = []
 
 async function storm(kind, mode, r) {
   const { pace, backlog } = MODES[mode]
-  const opts = { kind: kind === 'raw' ? 'raw' : 'ours', ours: ours.dir, backlog, plugin: { replay: 1000 } }
+  const raw = kind.startsWith('raw')
+  const opts = {
+    kind: raw ? 'raw' : 'ours',
+    joined: kind === 'raw-joined',
+    ours: ours.dir,
+    backlog,
+    plugin: { replay: 1000 }
+  }
   if (kind === 'redis') Object.assign(opts, { broker: 'redis', url: redis.url, prefix: `storm-${r}-${Date.now()}` })
   const seq0 = nextSeq(2 * behind + 1)
   let ids
@@ -100,8 +111,9 @@ await redis.stop()
 
 const ratio = (c, key) => {
   const ref = res[`raw|${c.split('|')[1]}`][key]
-  return c.startsWith('raw') ? null : median(res[c][key].map((v, i) => v / ref[i]))
+  return c.startsWith('raw|') ? null : median(res[c][key].map((v, i) => v / ref[i]))
 }
+const vs = (a, b, key) => median(res[a][key].map((v, i) => v / res[b][key][i])).toFixed(2)
 const total = (cmds) => Object.values(cmds).reduce((a, b) => a + b, 0)
 await save('reconnect', {
   title: `Reconnect storm: ${n.toLocaleString('en-US')} clients resume ${behind} events behind, against raw node:http`,
@@ -110,7 +122,8 @@ await save('reconnect', {
   ours: ours.commit,
   notes: [
     `${rounds} rounds, cases in alternating order, a fresh server per measurement; time = from the first connect until every client has its ${behind} replayed events and then one live event; CPU = the server process's; (×) the median of the per-round ratios to raw in the same mode`,
-    `raw: node:http writes the ${behind} frames after the Last-Event-ID from an array, one res.write each; ours: replay 1000, the stream of the route \`reply.sse({ topics })\`; redis: redisBroker on a private redis-server ${redis.version}, the events published by another instance before this one started`,
+    `raw: node:http writes the ${behind} frames after the Last-Event-ID from an array, one res.write each (raw-joined: all of them in one res.write); ours: replay 1000, the stream of the route \`reply.sse({ topics })\`; redis: redisBroker on a private redis-server ${redis.version}, the events published by another instance before this one started`,
+    `memory broker against raw-joined (batches): time ${vs('memory|batches', 'raw-joined|batches', 'ms')}×, server CPU ${vs('memory|batches', 'raw-joined|batches', 'cpu')}×; redis against raw-joined: time ${vs('redis|batches', 'raw-joined|batches', 'ms')}×, CPU ${vs('redis|batches', 'raw-joined|batches', 'cpu')}×`,
     `the kernel caps a listen backlog at net.core.somaxconn = ${somaxconn}; Node's default backlog is 511`,
     problems.length
       ? `PROBLEMS: ${problems.join('; ')}`

@@ -27,7 +27,8 @@ function rawKind(fastify) {
   const open = (req, res) => {
     res.writeHead(200, HEAD)
     const from = Number(req.headers['last-event-id'])
-    if (from >= 0) for (let i = from; i < frames.length; i++) res.write(frames[i])
+    if (opt.joined && from >= 0) res.write(Buffer.concat(frames.slice(from)))
+    else if (from >= 0) for (let i = from; i < frames.length; i++) res.write(frames[i])
     else res.flushHeaders()
     clients.add(res)
     res.on('close', () => clients.delete(res))
