@@ -22,7 +22,7 @@ import type { Connections } from './connection.js'
 import { unavailable } from './connection.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
 import type { Entry, StreamInfo } from './reply.js'
-import { entriesOfRead, field, streamInfoOf } from './reply.js'
+import { entriesOf, entriesOfRead, field, streamInfoOf } from './reply.js'
 import type { RecentWindow } from './window.js'
 
 /** At most this many entries per `XREAD`. */
@@ -110,6 +110,7 @@ export class StreamReader {
       const info = await this.#info(client, true)
       this.#position = info?.lastGenerated ?? '0-0'
       this.#seq = info?.entriesAdded ?? 0
+      if (info !== null && info.length > 0) await this.#prefill(client)
     } catch (err) {
       this.#conns.drop(client)
       throw err
@@ -120,6 +121,31 @@ export class StreamReader {
     })
     this.#client = client
     this.#loop = this.#run(client)
+  }
+
+  /**
+   * Fills the recent window with the newest entries up to the starting
+   * position (one `XREVRANGE`), so that the resumes of a reconnect storm after
+   * a deploy are answered from memory, not one `XRANGE` each.
+   */
+  async #prefill(client: RedisClient): Promise<void> {
+    const size = this.#window.size
+    if (size === 0) return
+    const reply = await this.#conns.send(client, [
+      'XREVRANGE',
+      this.#options.key,
+      this.#position,
+      '-',
+      'COUNT',
+      String(size)
+    ])
+    const entries = entriesOf(reply)
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const [id, fields] = entries[i] as Entry
+      const topic = field(fields, 't')
+      const body = field(fields, 'b')
+      if (topic !== undefined && body !== undefined) this.#window.push({ id, topic, frame: withId(id, body) })
+    }
   }
 
   async stop(): Promise<void> {

@@ -20,6 +20,11 @@ export class RecentWindow {
     this.#size = size
   }
 
+  /** How many events it keeps. */
+  get size(): number {
+    return this.#size
+  }
+
   /** Adds the newest delivered event; the oldest leaves once the window is full. */
   push(event: BrokerEvent): void {
     if (this.#size === 0) return
