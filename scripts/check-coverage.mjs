@@ -1,12 +1,14 @@
 // tap 21 has no numeric thresholds: it fails below 100% unless told otherwise.
-// We allow incomplete coverage in tap and hold the line here instead, at levels
-// just under what the suite reaches (lib/ and components/ are at 100% of lines;
-// what stays uncovered is mostly Redis fault handling in lib/broker/redis.ts,
-// whose timing-dependent paths vary by a point between runs), so a change that
-// drops coverage fails `npm test`.
+// We allow incomplete coverage in tap and hold the line here instead. The
+// levels are what five consecutive `npm test` runs reached (lines and
+// statements 98.87%, functions 96.1%, branches 94.96–95.07%: one branch of
+// 1,096 depends on which of two Redis fault events the runner sees first), less
+// a little, so a change that drops coverage fails `npm test`. What stays
+// uncovered is mostly Redis connection handling that needs a server to fail in
+// a particular way between two commands, and defensive branches.
 import { readFileSync } from 'node:fs'
 
-const THRESHOLDS = { lines: 98, statements: 98, functions: 96, branches: 93 }
+const THRESHOLDS = { lines: 98.5, statements: 98.5, functions: 96, branches: 94.5 }
 
 const summary = JSON.parse(readFileSync(new URL('../.tap/report/coverage-summary.json', import.meta.url), 'utf8'))
 const failed = []
