@@ -2,8 +2,8 @@
 // We allow incomplete coverage in tap and hold the line here instead. The
 // levels are what five consecutive `npm test` runs reached (lines and
 // statements 98.87%, functions 96.1%, branches 94.96–95.07%: one branch of
-// 1,096 depends on which of two Redis fault events the runner sees first), less
-// a little, so a change that drops coverage fails `npm test`. What stays
+// 1,096 was taken in some runs and not in others), less a little, so a change
+// that drops coverage fails `npm test`. What stays
 // uncovered is mostly Redis connection handling that needs a server to fail in
 // a particular way between two commands, and defensive branches.
 import { readFileSync } from 'node:fs'
