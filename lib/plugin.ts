@@ -289,7 +289,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     const request = this.request
     const lastEventId = lastEventIdOf(request)
     const res = this.raw
-    const refused = (): SseSink => {
+    const closedSink = (): SseSink => {
       const closed = new ClosedSink(lastEventId)
       ;(this as unknown as Record<symbol, SseSink | null>)[kSink] = closed
       return closed
@@ -298,30 +298,30 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     // The client left while the handler was awaiting: no stream, no source.
     if (isGone(res)) {
       this.hijack()
-      return refused()
+      return closedSink()
     }
     // A health check or a load balancer probing the route: the head, no body.
     if (request.method === 'HEAD') {
       writeHead(this)
       res.end()
-      return refused()
+      return closedSink()
     }
     // Shutdown began while the handler was awaiting: tell the client where to go and end.
     if (hub.closing) {
       writeHead(this)
       res.end(retryFrame(Math.floor(Math.random() * (drainMs + 1))))
-      return refused()
+      return closedSink()
     }
     if (hub.sinks.size >= maxConnections) {
       refuse(this, 503, 'max_connections')
-      return refused()
+      return closedSink()
     }
     let key: string | null = null
     if (maxPerClient !== Number.POSITIVE_INFINITY) {
       key = String(clientKey(request))
       if (hub.clientCount(key) >= maxPerClient) {
         refuse(this, 429, 'max_connections_per_client')
-        return refused()
+        return closedSink()
       }
     }
 

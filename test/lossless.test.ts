@@ -1,8 +1,9 @@
 /**
- * Nothing lost on one instance: large events and bursts reach a client that
- * keeps reading, whatever `maxBufferedBytes` says, while one that stopped is
- * dropped; a page resumes from the id it was rendered at; the header wins over
- * the query parameter. (A 999-event resume: test/broker-memory.test.ts.)
+ * Nothing lost on one instance: events larger than `maxBufferedBytes` reach a
+ * client that keeps reading, while one that stopped is dropped; a page resumes
+ * from the id it was rendered at; the header wins over the query parameter.
+ * (A 999-event resume: test/broker-memory.test.ts; bursts larger than the cap:
+ * test/slow-client.test.ts.)
  */
 import { test } from 'tap'
 import { makeApp } from './helpers/app.js'
@@ -31,26 +32,6 @@ test('an event larger than maxBufferedBytes reaches a reading client; a client t
   t.equal(app.sse.stats().connections, 1)
   reader.close()
   stopped.close()
-})
-
-test('a burst larger than maxBufferedBytes reaches three reading clients; none is dropped', async (t) => {
-  const { app } = await makeApp({ maxBufferedBytes: 64 * 1024 })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['burst'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
-  const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
-  await until(() => app.sse.stats().topics.burst === 3)
-  const n = 3000
-  const body = 'k'.repeat(2048)
-  for (let i = 0; i < n; i++) await app.sse.publish('burst', `<p>${i}</p>${body}`)
-  for (const client of clients) {
-    await client.waitFor(n, 30_000)
-    t.equal(client.events[n - 1]?.data, `<p>${n - 1}</p>${body}`)
-    client.close()
-  }
-  t.equal(app.sse.stats().dropped, 0)
 })
 
 test('lastId() and the lastEventId query close the render-to-connect gap; the header wins over the query', async (t) => {

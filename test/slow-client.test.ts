@@ -56,22 +56,24 @@ test('a client that stops reading is shed past maxBufferedBytes; the others get 
   )
 })
 
-test('a burst of awaited publishes never sheds a client that keeps reading', async (t) => {
-  const { app } = await makeApp()
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['burst'] })
+for (const maxBufferedBytes of [undefined, 64 * 1024]) {
+  test(`a burst of awaited publishes never sheds a client that keeps reading (maxBufferedBytes: ${maxBufferedBytes ?? 'default'}, smaller than the burst)`, async (t) => {
+    const { app } = await makeApp(maxBufferedBytes === undefined ? {} : { maxBufferedBytes })
+    app.get('/events', (_req, reply) => {
+      reply.sse({ topics: ['burst'] })
+    })
+    const base = await listen(app)
+    t.teardown(() => app.close())
+    const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
+    await until(() => app.sse.stats().topics.burst === 3)
+    const count = 20_000
+    const html = `<div class="row">\n  <span>${'x'.repeat(260)}</span>\n</div>`
+    for (let i = 0; i < count; i++) await app.sse.publish('burst', html)
+    for (const client of clients) await client.waitFor(count, 30_000)
+    t.equal(app.sse.stats().dropped, 0)
+    t.ok(
+      clients.every((c) => c.events.length === count && c.events.every((e) => e.data === html)),
+      'all clients got every event intact'
+    )
   })
-  const base = await listen(app)
-  t.teardown(() => app.close())
-  const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
-  await until(() => app.sse.stats().topics.burst === 3)
-  const count = 20_000
-  const html = `<div class="row">\n  <span>${'x'.repeat(260)}</span>\n</div>`
-  for (let i = 0; i < count; i++) await app.sse.publish('burst', html)
-  for (const client of clients) await client.waitFor(count, 30_000)
-  t.equal(app.sse.stats().dropped, 0)
-  t.ok(
-    clients.every((c) => c.events.length === count && c.events.every((e) => e.data === html)),
-    'all clients got every event intact'
-  )
-})
+}
