@@ -91,7 +91,8 @@ export interface SseHub {
    */
   publish(topic: string, html: Html, event?: string, options?: PublishOptions): Promise<string>
   /**
-   * The newest id in the broker's log, or null when it is empty. Render a page's
+   * The newest id in the broker's log; for an empty log, an id before the first
+   * event (null only from a broker that has none). Render a page's
    * state, take `lastId()`, and pass it to `<SseSource lastEventId>`: the stream's
    * first connection resumes from it, so nothing published in between is lost.
    */

@@ -77,14 +77,18 @@ t.test('the page, for htmx 2 and htmx 4, sent with reply.html(), with its favico
   t.equal(htmx2.headers['content-length'], String(Buffer.byteLength(htmx2.body)), 'sent whole, with its length')
   t.ok(htmx2.body.startsWith('<!doctype html><html lang="en">'), 'a doctype: standards mode')
   t.ok(htmx2.body.includes(await (<HtmxScripts htmx={2} />)), 'loads htmx 2, htmx-ext-sse and the resume script')
-  t.ok(htmx2.body.includes('sse-connect="/live?htmx=2"'), 'one page stream; nothing published yet, so no id')
+  const empty = await app.sse.lastId()
+  t.ok(
+    htmx2.body.includes(`sse-connect="/live?htmx=2&lastEventId=${empty}"`),
+    "one page stream; nothing published yet, so it resumes from the empty log's id"
+  )
   t.ok(htmx2.body.includes('hx-trigger="sse:reset"'), 'refetch on reset')
   t.notOk(htmx2.body.includes('sse-swap="button"'), 'every update is an unnamed partial')
   t.ok(htmx2.body.includes('<span class="pill" id="presence">0 open tabs</span>'))
 
   const htmx4 = await app.inject('/?htmx=4')
   t.ok(htmx4.body.includes(await (<HtmxScripts htmx={4} />)), 'loads htmx 4 and hx-sse')
-  t.ok(htmx4.body.includes('hx-sse:connect="/live?htmx=4"'))
+  t.ok(htmx4.body.includes(`hx-sse:connect="/live?htmx=4&lastEventId=${empty}"`))
   t.notOk(htmx4.body.includes('sse-'), 'no htmx 2 attribute')
   t.ok(htmx4.body.includes('hx-trigger="reset from:#live"'))
 

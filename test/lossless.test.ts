@@ -41,8 +41,18 @@ test('lastId() and the lastEventId query close the render-to-connect gap; the he
   })
   const base = await listen(app)
   t.teardown(() => app.close())
-  t.equal(await app.sse.lastId(), null, 'an empty log has no id')
-  await app.sse.publish('notes', '<li>old</li>')
+  // A page rendered before the first event: the empty log's id closes the gap too.
+  const emptyAt = await app.sse.lastId()
+  t.type(emptyAt, 'string', 'an empty log has an id: the position before the first event')
+  const first = await app.sse.publish('notes', '<li>old</li>')
+  const early = await connect(`${base}/events?lastEventId=${encodeURIComponent(String(emptyAt))}`)
+  await early.waitFor(1)
+  t.same(
+    early.events.map((e) => [e.id, e.data]),
+    [[first, '<li>old</li>']],
+    'the first event, published between rendering and connecting, arrives'
+  )
+  early.close()
   // The page renders its state and takes lastId() with it.
   const renderedAt = await app.sse.lastId()
   t.type(renderedAt, 'string')

@@ -151,10 +151,21 @@ test('with replay 0 nothing is kept: any id but the newest resets', async (t) =>
   )
 })
 
-test('a reset on an empty log clears the id', async (t) => {
-  const { base } = await setup(t)
+test("a reset on an empty log carries the empty log's id, from which the client resumes", async (t) => {
+  const { app, base } = await setup(t)
   const client = await connect(`${base}/events?topics=a`, { 'last-event-id': '1-1' })
   await client.waitFor(1)
   t.equal(client.events[0]?.event, 'reset')
-  t.equal(client.events[0]?.id, '')
+  const empty = await app.sse.lastId()
+  t.equal(client.events[0]?.id, empty, 'the id before the first event, not an empty one')
+  client.close()
+  const first = await app.sse.publish('a', '<p>1</p>')
+  const back = await connect(`${base}/events?topics=a`, { 'last-event-id': empty as string })
+  await back.waitFor(1)
+  t.same(
+    back.events.map((e) => [e.id, e.data]),
+    [[first, '<p>1</p>']],
+    'coming back with it, the client gets what was published while it was away'
+  )
+  back.close()
 })

@@ -44,7 +44,7 @@ class MemoryBroker implements Broker {
   }
 
   replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
-    const head = this.#seq === 0 ? null : `${this.#epoch}-${this.#seq}`
+    const head = `${this.#epoch}-${this.#seq}`
     const parsed = parseId(lastId)
     const oldest = Math.max(1, this.#seq - Math.min(this.#seq, this.#size) + 1)
     if (parsed === null || parsed[0] !== this.#epoch || parsed[1] > this.#seq || parsed[1] < oldest - 1) {
@@ -59,8 +59,9 @@ class MemoryBroker implements Broker {
     return Promise.resolve({ found: true, events })
   }
 
-  lastId(): Promise<string | null> {
-    return Promise.resolve(this.#seq === 0 ? null : `${this.#epoch}-${this.#seq}`)
+  /** The newest id; `<epoch>-0` for an empty log: the position before the first event. */
+  lastId(): Promise<string> {
+    return Promise.resolve(`${this.#epoch}-${this.#seq}`)
   }
 
   listen(listener: BrokerListener): Promise<void> {

@@ -20,8 +20,11 @@
  *   instead of skipping silently, then goes on with the events after `head`
  *   (the newest id it knows). The hub sends its streams a `reset` carrying
  *   `head`, so pages refetch their state and nothing is lost unseen.
- * - `lastId()` is the newest id of the log (null when empty): a page renders
- *   its state, takes `lastId()`, and its stream resumes from there.
+ * - `lastId()` is the newest id of the log: a page renders its state, takes
+ *   `lastId()`, and its stream resumes from there. For an empty log it is an id
+ *   before the first event (`<epoch>-0`, `0-0`), from which a replay returns
+ *   every event published since, so the first events cannot fall into the
+ *   render-to-connect gap either. A broker that has no such id returns null.
  * - `replay(topics, lastId)` returns the events of `topics` after `lastId`, in
  *   order, when `lastId` is still in the log (or is the newest id); otherwise it
  *   says the id was not found and gives the newest id, so the caller can send a
@@ -75,7 +78,7 @@ export interface Broker {
    * the stream so the browser comes back with the same id, never a `reset`).
    */
   replay(topics: readonly string[], lastId: string): Promise<BrokerReplay>
-  /** The newest id in the log, or null when it is empty. Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when it cannot tell. */
+  /** The newest id in the log; for an empty log, an id before the first event (or null). Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when it cannot tell. */
   lastId(): Promise<string | null>
   /** Starts delivering live events to `listener`; `onGap` is told when events had to be skipped. */
   listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void>

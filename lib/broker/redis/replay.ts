@@ -14,7 +14,8 @@ import { compareIds, parseId, withId } from '../types.js'
 import type { Connections } from './connection.js'
 import type { ResolvedOptions } from './options.js'
 import type { StreamReader } from './reader.js'
-import { entriesOf, field } from './reply.js'
+import type { Entry } from './reply.js'
+import { entriesOf, field, streamInfoOf } from './reply.js'
 import type { RecentWindow } from './window.js'
 
 /** A shared `XRANGE`: the events after an id up to `bound` (all topics), or null when the id is gone or too old. */
@@ -46,6 +47,7 @@ export class Replays {
 
   async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
     if (parseId(lastId) === null) return this.#notFound()
+    if (lastId === '0-0') return this.#fromStart(topics)
     const bound = this.#reader.running ? this.#reader.position : null
     if (bound !== null) {
       if (lastId === bound && bound !== '0-0') return { found: true, events: [] }
@@ -62,26 +64,47 @@ export class Replays {
 
   /**
    * The newest id: the reader's position when it is current (or `published`,
-   * this instance's newest publish, when that is later), else Redis's.
+   * this instance's newest publish, when that is later), else Redis's. For an
+   * empty log, `0-0`: the position before the first event.
    */
-  async lastId(published = '0-0'): Promise<string | null> {
+  async lastId(published = '0-0'): Promise<string> {
     if (this.#reader.current()) {
       const at = this.#reader.position
-      const newest = compareIds(published, at) > 0 ? published : at
-      return newest === '0-0' ? null : newest
+      return compareIds(published, at) > 0 ? published : at
     }
     const client = await this.#conns.commands()
     const reply = await this.#conns.send(client, ['XREVRANGE', this.#options.key, '+', '-', 'COUNT', '1'])
-    return entriesOf(reply)[0]?.[0] ?? null
+    return entriesOf(reply)[0]?.[0] ?? '0-0'
   }
 
   async #notFound(): Promise<BrokerReplay> {
     // The hub's reset carries this id and its live events follow it: the reader's position fits exactly.
-    if (this.#reader.running) {
-      const at = this.#reader.position
-      return { found: false, head: at === '0-0' ? null : at }
+    return { found: false, head: this.#reader.running ? this.#reader.position : await this.lastId() }
+  }
+
+  /**
+   * A replay from `0-0`, the position of a page rendered on an empty log:
+   * every event up to the reader's position, as long as none was ever removed
+   * and they fit in `replay`.
+   */
+  async #fromStart(topics: readonly string[]): Promise<BrokerReplay> {
+    const bound = this.#reader.running ? this.#reader.position : null
+    if (bound === '0-0') return { found: true, events: [] }
+    const client = await this.#conns.commands()
+    const key = this.#options.key
+    const replay = this.#options.replay
+    const range = await this.#conns.send(client, ['XRANGE', key, '-', bound ?? '+', 'COUNT', String(replay + 1)])
+    // Asked after the range on the same connection: when nothing was ever removed, the range was whole.
+    let removed = 0
+    try {
+      const info = streamInfoOf(await this.#conns.send(client, ['XINFO', 'STREAM', key]))
+      removed = info.entriesAdded - info.length
+    } catch (err) {
+      if (!/no such key/i.test(String((err as { cause?: unknown }).cause ?? err))) throw err
     }
-    return { found: false, head: await this.lastId() }
+    const entries = entriesOf(range)
+    if (removed > 0 || entries.length > replay) return this.#notFound()
+    return { found: true, events: only(this.#events(entries, 0), topics) }
   }
 
   async #exists(id: string): Promise<boolean> {
@@ -123,9 +146,14 @@ export class Replays {
     const entries = entriesOf(reply)
     // The id must still be an entry, and at most `replay` events may follow it.
     if (entries[0]?.[0] !== lastId || entries.length - 1 > replay) return null
+    return this.#events(entries, 1)
+  }
+
+  /** The events of `entries` from index `from`, the window's own where it holds them. */
+  #events(entries: Entry[], from: number): BrokerEvent[] {
     const events: BrokerEvent[] = []
-    for (let i = 1; i < entries.length; i++) {
-      const [id, fields] = entries[i] as [string, unknown[]]
+    for (let i = from; i < entries.length; i++) {
+      const [id, fields] = entries[i] as Entry
       const cached = this.#window.get(id)
       if (cached !== undefined) {
         events.push(cached)
