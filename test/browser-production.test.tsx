@@ -1,19 +1,9 @@
-/**
- * Stream lifetime and drain, in Debian's Chromium, for htmx 2 and htmx 4:
- * - `maxLifetimeMs`: a page's stream ends after its lifetime, the page
- *   reconnects and resumes, and ends with every item once, in order;
- * - `drainMs`: a rolling deploy behind a proxy (instance A closes, B takes
- *   over, one broker): each page reconnects at the time of its `retry:` hint,
- *   drawn from the window, and misses nothing.
- */
-import { createServer, request } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Browser, Page } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { HtmxScripts, SseSource } from '../components/index.js'
 import htmlSse, { type Broker, type HtmlSseOptions, memoryBroker } from '../lib/index.js'
-import { launchChromium } from './helpers/browser.js'
+import { forward, launchChromium, startProxy } from './helpers/browser.js'
+import { itemsPage } from './helpers/items-page.js'
 import { until } from './helpers/sse.js'
 
 const browser: Browser = await launchChromium()
@@ -41,24 +31,8 @@ async function itemsApp(t: Test, options: HtmlSseOptions): Promise<ItemsApp> {
   app.get<{ Querystring: { htmx?: string; tab?: string } }>('/', async (request, reply) => {
     const htmx = request.query.htmx === '4' ? 4 : 2
     const lastEventId = await app.sse.lastId()
-    const page = await (
-      <html lang="en">
-        <head>
-          <title>items</title>
-          <HtmxScripts htmx={htmx} />
-        </head>
-        <body>
-          <SseSource
-            url={`/items?tab=${encodeURIComponent(request.query.tab ?? '')}`}
-            htmx={htmx}
-            lastEventId={lastEventId}
-            id="items"
-            hx-swap="beforeend"
-          />
-        </body>
-      </html>
-    )
-    return reply.type('text/html; charset=utf-8').send(`<!doctype html>${page}`)
+    const url = `/items?tab=${encodeURIComponent(request.query.tab ?? '')}`
+    return reply.type('text/html; charset=utf-8').send(await itemsPage({ htmx, url, lastEventId }))
   })
   app.get<{ Querystring: { tab?: string } }>('/items', (request, reply) => {
     const header = request.headers['last-event-id']
@@ -146,39 +120,19 @@ for (const htmx of [2, 4] as const) {
       // `retry:` hint and when it ended.
       let target = a.base
       const ends = new Map<string, { at: number; retry: number | undefined }>()
-      const sockets = new Set<Socket>()
-      const proxy = createServer((req, res) => {
+      const { base } = await startProxy(t, (req, res) => {
         const tab = new URL(req.url ?? '/', 'http://x').searchParams.get('tab') ?? ''
-        const upstream = request(target + req.url, { method: req.method, headers: req.headers, agent: false }, (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers)
+        forward(target, req, res, (up) => {
           let retry: number | undefined
           up.on('data', (chunk: Buffer) => {
             const hint = /^retry: (\d+)$/m.exec(chunk.toString('utf8'))
             if (hint !== null) retry = Number(hint[1])
-            res.write(chunk)
           })
           up.on('end', () => {
             if (req.url?.startsWith('/items') && !ends.has(tab)) ends.set(tab, { at: performance.now(), retry })
-            res.end()
           })
         })
-        upstream.on('error', () => res.destroy())
-        res.on('close', () => upstream.destroy())
-        req.pipe(upstream)
       })
-      proxy.on('connection', (socket: Socket) => {
-        sockets.add(socket)
-        socket.on('close', () => sockets.delete(socket))
-      })
-      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
-      t.teardown(
-        () =>
-          new Promise<void>((resolve) => {
-            for (const socket of sockets) socket.destroy()
-            proxy.close(() => resolve())
-          })
-      )
-      const base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
 
       const tabs = ['a', 'b', 'c', 'd']
       const pages: Page[] = []

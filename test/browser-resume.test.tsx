@@ -1,19 +1,9 @@
-/**
- * Nothing is lost on the page side, in Debian's Chromium, for htmx 2 and htmx 4:
- * - behind a proxy that drops every connection and then answers 502 for 1.5 s
- *   (a load balancer during a rolling deploy) while items are published at 25
- *   a second, the page ends with every item once, in order;
- * - an item published after the page's state was rendered and before its stream
- *   opened arrives (`<SseSource lastEventId>`); older history does not.
- */
-import { createServer, request, type Server } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Page } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { HtmxScripts, SseSource } from '../components/index.js'
 import htmlSse from '../lib/index.js'
-import { launchChromium } from './helpers/browser.js'
+import { forward, launchChromium, startProxy } from './helpers/browser.js'
+import { itemsPage } from './helpers/items-page.js'
 import { until } from './helpers/sse.js'
 
 const browser = await launchChromium()
@@ -61,24 +51,12 @@ async function itemsApp(t: Test): Promise<ItemsApp> {
     // Take the state, then the id it corresponds to.
     const rendered = [...items]
     const lastEventId = await app.sse.lastId()
-    const page = await (
-      <html lang="en">
-        <head>
-          <title>items</title>
-          <HtmxScripts htmx={htmx} />
-        </head>
-        <body>
-          <SseSource url="/items" htmx={htmx} lastEventId={lastEventId} id="items" hx-swap="beforeend">
-            {rendered.map((n) => (
-              <p class="item" safe>
-                {n}
-              </p>
-            ))}
-          </SseSource>
-        </body>
-      </html>
-    )
-    return reply.type('text/html; charset=utf-8').send(`<!doctype html>${page}`)
+    const children = rendered.map((n) => (
+      <p class="item" safe>
+        {n}
+      </p>
+    ))
+    return reply.type('text/html; charset=utf-8').send(await itemsPage({ htmx, url: '/items', lastEventId, children }))
   })
   app.get<{ Querystring: { lastEventId?: string } }>('/items', async (request, reply) => {
     const hold = state.hold
@@ -106,41 +84,18 @@ interface Proxy {
 }
 
 /** A reverse proxy on 127.0.0.1 in front of `target`, as a load balancer during a deploy. */
-async function startProxy(t: Test, target: string): Promise<Proxy> {
+async function proxyTo(t: Test, target: string): Promise<Proxy> {
   let failing = false
-  const sockets = new Set<Socket>()
-  const server: Server = createServer((req, res) => {
+  const { base, sockets } = await startProxy(t, (req, res) => {
     if (failing) {
       proxy.refused++
       res.writeHead(502, { 'content-type': 'text/plain', connection: 'close' }).end('Bad Gateway')
       return
     }
-    const upstream = request(
-      target + req.url,
-      { method: req.method, headers: req.headers, agent: false },
-      (upstreamRes) => {
-        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers)
-        upstreamRes.pipe(res)
-      }
-    )
-    upstream.on('error', () => res.destroy())
-    res.on('close', () => upstream.destroy())
-    req.pipe(upstream)
+    forward(target, req, res)
   })
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      })
-  )
   const proxy: Proxy = {
-    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    base,
     refused: 0,
     async outage(ms) {
       failing = true
@@ -168,7 +123,7 @@ for (const htmx of [2, 4] as const) {
     `htmx ${htmx}: a proxy drops the stream and answers 502 for 1.5 s; every item arrives once, in order`,
     async (t) => {
       const items = await itemsApp(t)
-      const proxy = await startProxy(t, items.base)
+      const proxy = await proxyTo(t, items.base)
       for (let n = 1; n <= 3; n++) await items.publish(n)
 
       const context = await browser.newContext()

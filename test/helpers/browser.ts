@@ -3,7 +3,10 @@
  * playwright-core. Nothing is ever downloaded.
  */
 import { existsSync } from 'node:fs'
+import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { type Browser, chromium, type Page } from 'playwright-core'
+import type { Test } from 'tap'
 
 export const CHROMIUM_PATH = '/usr/bin/chromium'
 
@@ -49,4 +52,54 @@ export function watchPage(page: Page, log: PageLog): Page {
 /** The requested URLs whose host is not `host` (e.g. `127.0.0.1:3000`). */
 export function foreignRequests(log: PageLog, host: string): string[] {
   return log.requests.filter((url) => new URL(url).host !== host)
+}
+
+/** A small HTTP proxy a test puts between pages and apps (a load balancer). */
+export interface TestProxy {
+  /** `http://127.0.0.1:<port>` */
+  readonly base: string
+  /** Its open client connections: destroying them drops the pages' streams. */
+  readonly sockets: Set<Socket>
+}
+
+/**
+ * Starts a proxy on 127.0.0.1 whose requests `handle` answers (usually with
+ * `forward`); its connections are destroyed and it is closed at teardown.
+ */
+export async function startProxy(
+  t: Test,
+  handle: (req: IncomingMessage, res: ServerResponse) => void
+): Promise<TestProxy> {
+  const sockets = new Set<Socket>()
+  const server = createServer(handle)
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      })
+  )
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets }
+}
+
+/** Passes `req` on to `target` and its answer back; `watch` sees the upstream response before it is piped. */
+export function forward(
+  target: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  watch?: (upstream: IncomingMessage) => void
+): void {
+  const upstream = request(target + req.url, { method: req.method, headers: req.headers, agent: false }, (up) => {
+    res.writeHead(up.statusCode ?? 502, up.headers)
+    watch?.(up)
+    up.pipe(res)
+  })
+  upstream.on('error', () => res.destroy())
+  res.on('close', () => upstream.destroy())
+  req.pipe(upstream)
 }
