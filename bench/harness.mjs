@@ -121,7 +121,7 @@ export function failed(err) {
   setImmediate(() => process.exit(1))
 }
 
-export async function freePort() {
+async function freePort() {
   const srv = net.createServer()
   await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve))
   const { port } = srv.address()
@@ -129,19 +129,11 @@ export async function freePort() {
   return port
 }
 
-/**
- * A private redis-server on a free port (never the shared 6379), no persistence.
- * Returns { url, pid, cpuMs(), commands(), stop() }.
- */
+/** A private redis-server on a free port (never the shared 6379), no persistence: { url, version, cpuMs(), commands(), stop() }. */
 export async function startRedis() {
   const port = await freePort()
-  const proc = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore'
-    }
-  )
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+  const proc = spawn('redis-server', args, { stdio: 'ignore' })
   const { createClient } = await import('redis')
   const url = `redis://127.0.0.1:${port}`
   const client = createClient({ url, socket: { reconnectStrategy: false } })
@@ -156,9 +148,12 @@ export async function startRedis() {
   }
   return {
     url,
-    pid: proc.pid,
     version: (await client.info('server')).match(/redis_version:(\S+)/)?.[1],
-    cpuMs: () => procCpuMs(proc.pid),
+    /** Its CPU time (user + system, ms), from /proc/<pid>/stat. */
+    cpuMs() {
+      const f = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1].split(' ')
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100
+    },
     /** Total calls per command since start, from INFO commandstats. */
     async commands() {
       const out = {}
@@ -173,17 +168,13 @@ export async function startRedis() {
   }
 }
 
-/** CPU time (user + system, ms) of a process from /proc/<pid>/stat. */
-export function procCpuMs(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100
+/** CPU time (user + system, ms) of this process. */
+export function cpuMs() {
+  const c = process.cpuUsage()
+  return (c.user + c.system) / 1000
 }
 
-/**
- * Build the committed plugin (HEAD, or BENCH_REF) into a private copy, so
- * that uncommitted edits in the tree do not reach the measurement. Returns
- * { dir, commit }; dir/dist holds the build, dir/package.json its exports.
- */
+/** Build the committed plugin (HEAD, or BENCH_REF) into a private copy: { dir, commit }; see bench/README.md. */
 export function buildOurs() {
   if (process.env.BENCH_OURS_DIR) return { dir: process.env.BENCH_OURS_DIR, commit: 'BENCH_OURS_DIR' }
   const ref = process.env.BENCH_REF ?? 'HEAD'

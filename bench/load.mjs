@@ -1,20 +1,15 @@
-// The load client, one child process (`new Child('load', 'load.mjs')`): raw
-// node:net sockets reading into one shared buffer, the HTTP/1.1 head and the
-// chunked encoding decoded by hand, events counted by the end-of-event marker
-// of bench/payload.mjs with Buffer#indexOf. Optionally it takes publish-to-
-// receive latencies, and feeds chosen sockets through eventsource-parser,
-// checking every event byte for byte, in order, once (or after a `reset`).
-// Sockets come from 127.0.0.2-9 in turn (ephemeral ports are per source
-// address) and are reset on close, so TIME_WAIT does not starve the next run.
+// The load client, one child process (`new Child('load', 'load.mjs')`); how it works: bench/README.md. All sockets
+// read into one shared buffer; the parent drives it with the handlers at the bottom.
 
 import net from 'node:net'
 import { createParser } from 'eventsource-parser'
-import { serve } from './harness.mjs'
+import { cpuMs, serve } from './harness.mjs'
 import { EVENT_END, parseHtml, renderHtml, TS_MARK } from './payload.mjs'
 import { quantile } from './stats.mjs'
 
 const hrtime = process.hrtime.bigint
 const READ_BUF = Buffer.allocUnsafe(256 * 1024)
+const BATCH = 500 // connects per batch
 const PAT = Buffer.from(EVENT_END)
 const [HEAD, SIZE, DATA, CRLF, IDENT, END] = [0, 1, 2, 3, 4, 5]
 const groups = new Map()
@@ -69,7 +64,6 @@ function onBytes(c, buf, i, end) {
       c.status = Number(head.slice(9, 12))
       c.g.statuses[c.status] = (c.g.statuses[c.status] ?? 0) + 1
       if (/\r\nconnection: *close/i.test(head)) c.g.closeHeader++
-      c.headAt = hrtime()
       c.onHead?.()
       if (c.status !== 200) c.st = END
       else c.st = /\r\ntransfer-encoding: *chunked/i.test(head) ? SIZE : IDENT
@@ -160,8 +154,8 @@ function verified(g) {
   return out
 }
 
-/** One stream; a connect that fails before a response head is retried after `retryMs`, as a browser's EventSource would. */
-function open(g, port, request, verify, retries, retryMs) {
+/** One stream; a connect that fails before a response head is retried after a second, as a browser's EventSource would. */
+function open(g, port, request, verify, retries) {
   const c = { g, count: 0, verify }
   const dial = () => {
     Object.assign(c, { st: HEAD, head: '', line: '', left: 0, crlf: 0, tail: Buffer.alloc(0), acc: '', closed: false })
@@ -184,7 +178,7 @@ function open(g, port, request, verify, retries, retryMs) {
       c.closed = true
       if (c.status !== undefined || g.gone || retries-- <= 0) return c.onHead()
       g.retries = (g.retries ?? 0) + 1
-      setTimeout(dial, retryMs)
+      setTimeout(dial, 1000)
     })
   }
   c.settled = new Promise((resolve) => (c.onHead = resolve))
@@ -194,33 +188,18 @@ function open(g, port, request, verify, retries, retryMs) {
 }
 
 const handlers = {
-  /**
-   * Open n more sockets to `port` (GET `path` with `headers`), in batches of
-   * `batch`, each batch waiting for its response heads (or closes) unless `pace` is false.
-   */
-  async connect({
-    name = 'main',
-    port,
-    n,
-    path = '/events',
-    headers = {},
-    batch = 500,
-    pace = true,
-    verify = 0,
-    seq0 = 0,
-    retries = 0,
-    retryMs = 1000
-  }) {
+  /** Open n more sockets (GET /events with `headers`) in batches, each batch waiting for their heads unless `pace` is false. */
+  async connect({ name = 'main', port, n, headers = {}, pace = true, verify = 0, seq0 = 0, retries = 0 }) {
     const g = group(name)
     const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
-    const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n${extra.join('')}\r\n`
+    const request = `GET /events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n${extra.join('')}\r\n`
     const t0 = hrtime()
     const all = []
-    for (let i = 0; i < n; i += batch) {
+    for (let i = 0; i < n; i += BATCH) {
       const opened = []
-      for (let j = i; j < Math.min(n, i + batch); j++) {
+      for (let j = i; j < Math.min(n, i + BATCH); j++) {
         const first = g.conns.length < verify
-        opened.push(open(g, port, request, first ? verifier(seq0) : null, retries, retryMs).settled)
+        opened.push(open(g, port, request, first ? verifier(seq0) : null, retries).settled)
       }
       all.push(...opened)
       if (pace) await Promise.all(opened)
@@ -261,10 +240,7 @@ const handlers = {
     for (const c of g.conns) if (!c.closed) c.sock.resetAndDestroy()
     groups.delete(name)
   },
-  cpu() {
-    const c = process.cpuUsage()
-    return (c.user + c.system) / 1000
-  }
+  cpu: cpuMs
 }
 
 serve(handlers)

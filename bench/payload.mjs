@@ -1,7 +1,5 @@
-// The published HTML: a 3-line fragment (about 300 bytes by default) with a
-// sequence number and the publish time (process.hrtime.bigint(), CLOCK_MONOTONIC,
-// comparable across processes on Linux). It is deterministic in
-// (seq, ts, size), so a verifier can rebuild exactly what was sent.
+// The published HTML (see bench/README.md), deterministic in (seq, ts, size) so a verifier can rebuild exactly what
+// was sent, and the framing the raw servers write.
 
 const WORDS =
   'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. '
@@ -26,6 +24,9 @@ export function parseHtml(html) {
 export function frameHtml(html, id) {
   return `${id === undefined ? '' : `id: ${id}\n`}data: ${html.replaceAll('\n', '\ndata: ')}\n\n`
 }
+
+/** A better-sse serializer: better-sse writes the serialized value as one `data:` field, so split the lines here. */
+export const splitLines = (html) => ` ${String(html).replaceAll('\n', '\ndata: ')}`
 
 /** Every event ends with the last HTML line and the blank line. */
 export const EVENT_END = '</div>\n\n'

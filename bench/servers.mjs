@@ -1,31 +1,25 @@
-// A server child: `new Child(name, 'servers.mjs', [JSON.stringify(options)])`.
-// It serves GET /events as an SSE stream on 127.0.0.1 and answers the
-// parent's rpc calls (handlers at the bottom). options: { kind, ours (the
-// private build's directory), broker: 'memory' | 'redis', url, prefix,
-// redis (extra redisBroker options), plugin (extra plugin options), otel,
-// backlog, size (payload bytes) }.
-//
-// Kinds: raw (node:http, one pre-built Buffer per publish written to every
-// response: the limit), fastify-raw (a hijacked Fastify route doing the same),
-// fastify-sse (@fastify/sse), better-sse, fastify-sse-v2, ours (this plugin).
+// A server child: `new Child(name, 'servers.mjs', [JSON.stringify(options)])`, serving GET /events as an SSE stream
+// on 127.0.0.1 and answering the parent's rpc calls (handlers at the bottom). options: { kind, ours (the private
+// build's directory), broker: 'memory' | 'redis', url, prefix, redis (extra redisBroker options), plugin (extra
+// plugin options), otel, backlog, size (payload bytes), joined }. Kinds: see bench/README.md.
 
 import { existsSync } from 'node:fs'
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
-import { failed, oursEntry, serve, sleep } from './harness.mjs'
-import { frameHtml, renderHtml } from './payload.mjs'
+import { cpuMs, failed, oursEntry, serve, sleep } from './harness.mjs'
+import { frameHtml, renderHtml, splitLines } from './payload.mjs'
 
 const opt = JSON.parse(process.argv[2])
 const hrtime = process.hrtime.bigint
-const HEAD = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }
 const listenOpts = { host: '127.0.0.1', port: 0, backlog: opt.backlog }
+const fastify = async () => (await import('fastify')).default({ logger: false })
 
 /** raw / fastify-raw: one Buffer per publish to every response; a Last-Event-ID gets the frames after it from an array. */
-function rawKind(fastify) {
+async function rawKind() {
   const clients = new Set()
   const frames = []
   const open = (req, res) => {
-    res.writeHead(200, HEAD)
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const from = Number(req.headers['last-event-id'])
     if (opt.joined && from >= 0) res.write(Buffer.concat(frames.slice(from)))
     else if (from >= 0) for (let i = from; i < frames.length; i++) res.write(frames[i])
@@ -33,36 +27,27 @@ function rawKind(fastify) {
     clients.add(res)
     res.on('close', () => clients.delete(res))
   }
-  const publish = (html) => {
-    const buf = Buffer.from(frameHtml(html, frames.length > 0 ? String(frames.length + 1) : undefined))
-    for (const res of clients) res.write(buf)
-  }
-  return {
+  const srv = {
     count: () => clients.size,
-    publish,
+    publish(html) {
+      const buf = Buffer.from(frameHtml(html, frames.length > 0 ? String(frames.length + 1) : undefined))
+      for (const res of clients) res.write(buf)
+    },
     prefill(htmls) {
       for (const html of htmls) frames.push(Buffer.from(frameHtml(html, String(frames.length + 1))))
       return frames.map((_, i) => String(i + 1))
-    },
-    async listen() {
-      if (!fastify) {
-        const server = http.createServer(open)
-        await new Promise((resolve) => server.listen(listenOpts, resolve))
-        return server
-      }
-      const app = fastify({ logger: false })
-      app.get('/events', (request, reply) => {
-        reply.hijack()
-        open(request.raw, reply.raw)
-      })
-      await app.listen(listenOpts)
-      return app.server
     }
   }
+  if (opt.kind === 'raw') return { ...srv, server: http.createServer(open) }
+  const app = await fastify()
+  app.get('/events', (request, reply) => {
+    reply.hijack()
+    open(request.raw, reply.raw)
+  })
+  return { ...srv, app }
 }
 
 async function oursKind() {
-  const { default: Fastify } = await import('fastify')
   if (opt.otel) await registerOtel()
   const { default: htmlSse } = await import(pathToFileURL(oursEntry(opt.ours)).href)
   const plugin = { heartbeatMs: 0, replay: 0, ...opt.plugin }
@@ -70,12 +55,13 @@ async function oursKind() {
     const { redisBroker } = await import(pathToFileURL(oursEntry(opt.ours, './redis')).href)
     plugin.broker = redisBroker({ url: opt.url, prefix: opt.prefix, ...opt.redis })
   }
-  const app = Fastify({ logger: false })
+  const app = await fastify()
   await app.register(htmlSse, plugin)
   app.get('/events', (_request, reply) => {
     reply.sse({ topics: ['bench'] })
   })
   return {
+    app,
     count: () => app.sse.stats().connections,
     publish: (html) => app.sse.publish('bench', html),
     stats: () => app.sse.stats(),
@@ -83,10 +69,6 @@ async function oursKind() {
       const ids = []
       for (const html of htmls) ids.push(await app.sse.publish('bench', html))
       return ids
-    },
-    async listen() {
-      await app.listen(listenOpts)
-      return app.server
     },
     close: () => app.close()
   }
@@ -103,11 +85,11 @@ async function registerOtel() {
 }
 
 async function otherKind(kind) {
-  const { default: Fastify } = await import('fastify')
-  const app = Fastify({ logger: false })
+  const app = await fastify()
   const set = new Set()
-  let publish
-  let count = () => set.size
+  const each = (fn) => (html) => {
+    for (const reply of set) fn(reply, html)
+  }
   if (kind === 'fastify-sse') {
     await app.register((await import('@fastify/sse')).default, { heartbeatInterval: 0 })
     app.get('/events', { sse: 'only' }, async (_request, reply) => {
@@ -117,21 +99,18 @@ async function otherKind(kind) {
       set.add(reply)
       reply.sse.onClose(() => set.delete(reply))
     })
-    publish = (html) => {
-      for (const reply of set) reply.sse.send(html).catch(() => {})
-    }
-  } else if (kind === 'better-sse') {
+    return { app, count: () => set.size, publish: each((reply, html) => reply.sse.send(html).catch(() => {})) }
+  }
+  if (kind === 'better-sse') {
     const { createSession, createChannel } = await import('better-sse')
     const channel = createChannel()
-    // better-sse writes the serialized value as one data field: split the lines ourselves
-    const serializer = (html) => ` ${String(html).replaceAll('\n', '\ndata: ')}`
     app.get('/events', async (request, reply) => {
       reply.hijack()
-      channel.register(await createSession(request.raw, reply.raw, { keepAlive: null, serializer }))
+      channel.register(await createSession(request.raw, reply.raw, { keepAlive: null, serializer: splitLines }))
     })
-    publish = (html) => channel.broadcast(html, 'message')
-    count = () => channel.sessionCount
-  } else if (kind === 'fastify-sse-v2') {
+    return { app, count: () => channel.sessionCount, publish: (html) => channel.broadcast(html, 'message') }
+  }
+  if (kind === 'fastify-sse-v2') {
     await app.register((await import('fastify-sse-v2')).FastifySSEPlugin, { retryDelay: false })
     app.get('/events', (request, reply) => {
       reply.sse({ comment: 'connected' }) // the only payload-free write; it sends the head
@@ -141,35 +120,17 @@ async function otherKind(kind) {
         reply.sseContext?.source?.end()
       })
     })
-    publish = (html) => {
-      for (const reply of set) reply.sse({ data: html })
-    }
-  } else throw new Error(`unknown kind ${kind}`)
-  return {
-    count,
-    publish,
-    async listen() {
-      await app.listen(listenOpts)
-      return app.server
-    }
+    return { app, count: () => set.size, publish: each((reply, html) => reply.sse({ data: html })) }
   }
-}
-
-const cpuMs = () => {
-  const c = process.cpuUsage()
-  return (c.user + c.system) / 1000
+  throw new Error(`unknown kind ${kind}`)
 }
 
 try {
   if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc')
   const { kind } = opt
-  const srv =
-    kind === 'ours'
-      ? await oursKind()
-      : kind === 'raw' || kind === 'fastify-raw'
-        ? rawKind(kind === 'fastify-raw' && (await import('fastify')).default)
-        : await otherKind(kind)
-  const server = await srv.listen()
+  const srv = kind === 'ours' ? await oursKind() : kind.endsWith('raw') ? await rawKind() : await otherKind(kind)
+  if (srv.app) await srv.app.listen(listenOpts)
+  else await new Promise((resolve) => srv.server.listen(listenOpts, resolve))
   const size = opt.size ?? 300
   serve(
     {
@@ -227,7 +188,7 @@ try {
         })
       }
     },
-    { port: server.address().port }
+    { port: (srv.server ?? srv.app.server).address().port }
   )
 } catch (err) {
   failed(err)
