@@ -1,79 +1,69 @@
 #!/usr/bin/env node
-// Fan-out: one publisher, N streams, this plugin and the other SSE libraries
-// for Fastify against raw node:http in the same run. See bench/README.md.
+// Fan-out: one publisher, N streams, this plugin and the other SSE libraries for Fastify against raw node:http in
+// the same run. See bench/README.md.
 //
 //   node bench/fanout.mjs [--rounds 3] [--clients 100,1000,5000] [--kinds ...] [--events 100000]
 //                         [--lat-clients 1000] [--lat-rate 20] [--lat-seconds 5]
 
-import { parseArgs } from 'node:util'
-import { buildOurs, lock } from './harness.mjs'
 import { Side } from './side.mjs'
-import { busy, logger, median, paired, save } from './stats.mjs'
+import { busy, checked, median, paired, save, scenario } from './stats.mjs'
 
-const { values: o } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    clients: { type: 'string', default: '100,1000,5000' },
-    kinds: { type: 'string', default: 'fastify-sse,better-sse,fastify-sse-v2,ours' },
-    events: { type: 'string', default: '100000' },
-    'lat-clients': { type: 'string', default: '1000' },
-    'lat-rate': { type: 'string', default: '20' },
-    'lat-seconds': { type: 'string', default: '5' }
-  }
+const { o, ours, log } = await scenario('fanout', {
+  rounds: 3,
+  clients: '100,1000,5000',
+  kinds: 'fastify-sse,better-sse,fastify-sse-v2,ours',
+  events: 100000,
+  'lat-clients': 1000,
+  'lat-rate': 20,
+  'lat-seconds': 5
 })
-const rounds = Number(o.rounds)
 const Ns = o.clients.split(',').map(Number)
-Ns.sort((a, b) => b - a)
+Ns.sort((a, b) => a - b)
+const desc = [...Ns].reverse()
 const kinds = o.kinds.split(',')
-const latN = Number(o['lat-clients'])
-const kFor = (n) => Math.max(20, Math.min(3000, Math.round(Number(o.events) / n)))
-const log = logger('fanout')
-const t0 = Date.now()
-
-await lock()
-const ours = buildOurs()
-// per kind: { eps: {N: [..]}, cpu, mem heap/rss per N, lat p50/p99, and the paired raw values }
+const all = ['raw', ...kinds]
+const latN = o['lat-clients']
+const kFor = (n) => Math.max(20, Math.min(3000, Math.round(o.events / n)))
+// per kind: { eps: {N: [..]}, cpu, mem heap/rss per N, lat p50/p99, and the per-pair ratios and busy shares }
 const res = Object.fromEntries(
-  ['raw', ...kinds].map((k) => [k, { eps: {}, cpu: {}, heap: {}, rss: {}, p50: [], p99: [], pairs: {} }])
+  all.map((k) => [k, { eps: {}, cpu: {}, heap: {}, rss: {}, p50: [], p99: [], pairs: {} }])
 )
 const push = (obj, key, v) => (obj[key] ??= []).push(v)
 const problems = []
 
-for (let r = 0; r < rounds; r++) {
+/** Grow side `s` to n streams and record its memory per stream. */
+async function grow(s, kind, mem0, n) {
+  await s.connect(n)
+  const m = await s.mem()
+  push(res[kind].heap, n, (m.heapUsed - mem0.heapUsed) / n)
+  push(res[kind].rss, n, (m.rss - mem0.rss) / n)
+}
+
+for (let r = 0; r < o.rounds; r++) {
   const ref = await Side.start('raw', { kind: 'raw' })
   const refMem0 = await ref.mem()
   for (const kind of kinds.map((_, i) => kinds[(i + r) % kinds.length])) {
-    log(`round ${r + 1}/${rounds}: ${kind}`)
+    log(`round ${r + 1}/${o.rounds}: ${kind}`)
     const side = await Side.start(kind, { kind, ours: ours.dir })
+    const both = [side, ref]
     const mem0 = await side.mem()
-    for (const n of [...Ns].reverse()) {
-      await side.connect(n)
-      const m = await side.mem()
-      push(res[kind].heap, n, (m.heapUsed - mem0.heapUsed) / n)
-      push(res[kind].rss, n, (m.rss - mem0.rss) / n)
-      if (ref.n < n) {
-        await ref.connect(n)
-        const rm = await ref.mem()
-        push(res.raw.heap, n, (rm.heapUsed - refMem0.heapUsed) / n)
-        push(res.raw.rss, n, (rm.rss - refMem0.rss) / n)
-      }
-    }
     for (const n of Ns) {
-      await Promise.all([side.connect(n), ref.connect(n)])
+      await grow(side, kind, mem0, n)
+      if (ref.n < n) await grow(ref, 'raw', refMem0, n)
+    }
+    for (const n of desc) {
+      await Promise.all(both.map((s) => s.connect(n)))
       const k = kFor(n)
-      await side.burst(Math.ceil(k / 8)) // warm-up, checked like every burst
-      await ref.burst(Math.ceil(k / 8))
-      const [a, b] = await paired(r, side.burst.bind(side, k), ref.burst.bind(ref, k))
+      for (const s of both) await s.burst(Math.ceil(k / 8)) // warm-up, checked like every burst
+      const [a, b] = await paired(r, (i) => both[i].burst(k))
       for (const key of ['eps', 'cpu']) {
         push(res[kind][key], n, a[key])
         push(res.raw[key], n, b[key])
+        push(res[kind].pairs, `${key}${n}`, a[key] / b[key])
       }
-      push(res[kind].pairs, `eps${n}`, a.eps / b.eps)
-      push(res[kind].pairs, `cpu${n}`, a.cpu / b.cpu)
       push(res[kind].pairs, `busy${n}`, busy(a))
       if (n === latN) {
-        const lat = [Number(o['lat-rate']), Number(o['lat-seconds'])]
-        const [la, lb] = await paired(r, side.latency.bind(side, ...lat), ref.latency.bind(ref, ...lat))
+        const [la, lb] = await paired(r, (i) => both[i].latency(o['lat-rate'], o['lat-seconds']))
         res[kind].p50.push(la.p50)
         res[kind].p99.push(la.p99)
         res.raw.p50.push(lb.p50)
@@ -92,24 +82,22 @@ const cellOf = (kind, series, pairKey) => {
   const v = median(series)
   return kind === 'raw' ? { v } : { v, x: median(res[kind].pairs[pairKey] ?? []) }
 }
-const memRatio = (kind, key, n) => (kind === 'raw' ? null : median(res[kind][key][n]) / median(res.raw[key][n]))
-const all = ['raw', ...kinds]
-Ns.reverse()
-const head = (what) => ['kind', ...Ns.map((n) => `${what} N=${n.toLocaleString('en-US')}`)]
+const mem = (kind, key, n) => ({
+  v: median(res[kind][key][n]),
+  x: kind === 'raw' ? null : median(res[kind][key][n]) / median(res.raw[key][n])
+})
+const N = (n) => `N=${n.toLocaleString('en-US')}`
+const head = (what) => ['kind', ...Ns.map((n) => `${what} ${N(n)}`)]
+const max = Ns.at(-1)
 await save('fanout', {
   title: 'Fan-out: this plugin and the other SSE libraries against raw node:http',
-  command: `node bench/fanout.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-  tookS: (Date.now() - t0) / 1000,
-  ours: ours.commit,
   notes: [
-    `${rounds} rounds; each kind in a fresh server process per round, each timed burst paired with one of a raw reference server right before or after it (alternating); values are medians over rounds, (×) the median of the per-pair ratios`,
-    `burst per socket K: ${[...Ns]
-      .reverse()
-      .map((n) => `N=${n}: ${kFor(n)}`)
-      .join(', ')}; payload: a 3-line ~300-byte fragment as an unnamed event; server on CPU 0, load client on CPU 1`,
-    problems.length
-      ? `PROBLEMS: ${problems.join('; ')}`
-      : 'every burst: socket 0 checked event by event with eventsource-parser (exact data, in order, once) and every socket got every event'
+    `${o.rounds} rounds; each kind in a fresh server process per round, each timed burst paired with one of a raw reference server right before or after it (alternating); values are medians over rounds, (×) the median of the per-pair ratios`,
+    `burst per socket K: ${desc.map((n) => `N=${n}: ${kFor(n)}`).join(', ')}; payload: a 3-line ~300-byte fragment as an unnamed event; server on CPU 0, load client on CPU 1`,
+    checked(
+      problems,
+      'every burst: socket 0 checked event by event with eventsource-parser (exact data, in order, once) and every socket got every event'
+    )
   ],
   tables: [
     {
@@ -129,16 +117,8 @@ await save('fanout', {
     },
     {
       title: 'Server memory per idle stream, bytes (after gc; lower is better)',
-      head: [
-        'kind',
-        ...Ns.map((n) => `heap N=${n.toLocaleString('en-US')}`),
-        `RSS N=${Ns.at(-1).toLocaleString('en-US')}`
-      ],
-      rows: all.map((k) => [
-        k,
-        ...Ns.map((n) => ({ v: median(res[k].heap[n]), x: memRatio(k, 'heap', n) })),
-        { v: median(res[k].rss[Ns.at(-1)]), x: memRatio(k, 'rss', Ns.at(-1)) }
-      ]),
+      head: ['kind', ...Ns.map((n) => `heap ${N(n)}`), `RSS ${N(max)}`],
+      rows: all.map((k) => [k, ...Ns.map((n) => mem(k, 'heap', n)), mem(k, 'rss', max)]),
       notes: ['(heap with N idle streams − heap with none) / N, fresh server; (×) ratio of the medians']
     },
     {

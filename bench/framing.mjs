@@ -16,9 +16,10 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createParser } from 'eventsource-parser'
 import { buildOurs, ROOT } from './harness.mjs'
-import { save } from './stats.mjs'
+import { save, scenario } from './stats.mjs'
 
 const t0 = Date.now()
+await scenario('framing')
 const big = Array.from(
   { length: 2000 },
   (_, i) => `  <li data-i="${String(i).padStart(4, '0')}">${'x'.repeat(24)}</li>`

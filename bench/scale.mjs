@@ -1,52 +1,30 @@
 #!/usr/bin/env node
-// Scale: as many streams as one process may hold here (20,000 descriptors per
-// process, so about 19,000 streams), this plugin against raw node:http in the
-// same run: fan-out events/s, CPU per event, heap and RSS per stream at each
-// count. Each side has its own load client (19,000 sockets each), spread over
-// 127.0.0.2-9 as source addresses.
+// Scale: up to 19,000 streams in one process, this plugin against raw node:http. See bench/README.md.
 //
 //   node bench/scale.mjs [--rounds 3] [--clients 1000,5000,10000,19000] [--events 100000]
 
-import { parseArgs } from 'node:util'
-import { buildOurs, lock } from './harness.mjs'
 import { Side } from './side.mjs'
-import { busy, logger, median, paired, save } from './stats.mjs'
+import { busy, checked, median, paired, ratio, save, scenario } from './stats.mjs'
 
-const { values: o } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    clients: { type: 'string', default: '1000,5000,10000,19000' },
-    events: { type: 'string', default: '100000' }
-  }
-})
-const rounds = Number(o.rounds)
+const { o, ours, log } = await scenario('scale', { rounds: 3, clients: '1000,5000,10000,19000', events: 100000 })
 const Ns = o.clients.split(',').map(Number)
-const kFor = (n) => Math.max(10, Math.round(Number(o.events) / n))
-const log = logger('scale')
-const t0 = Date.now()
-
-await lock()
-const ours = buildOurs()
+const kFor = (n) => Math.max(10, Math.round(o.events / n))
 const kinds = ['raw', 'ours']
 const res = Object.fromEntries(
   kinds.map((k) => [k, Object.fromEntries(Ns.map((n) => [n, { eps: [], cpu: [], heap: [], rss: [], busy: [] }]))])
 )
 const problems = []
 
-for (let r = 0; r < rounds; r++) {
+for (let r = 0; r < o.rounds; r++) {
   const sides = await Promise.all(kinds.map((kind) => Side.start(kind, { kind, ours: ours.dir })))
   const mem0 = await Promise.all(sides.map((s) => s.mem()))
   for (const n of Ns) {
-    log(`round ${r + 1}/${rounds}: ${n} streams`)
+    log(`round ${r + 1}/${o.rounds}: ${n} streams`)
     for (const s of sides) await s.connect(n)
     const mems = await Promise.all(sides.map((s) => s.mem()))
     const k = kFor(n)
     for (const s of sides) await s.burst(Math.ceil(k / 4)) // warm-up
-    const bursts = await paired(
-      r,
-      () => sides[0].burst(k),
-      () => sides[1].burst(k)
-    )
+    const bursts = await paired(r, (i) => sides[i].burst(k))
     kinds.forEach((kind, i) => {
       const row = res[kind][n]
       row.eps.push(bursts[i].eps)
@@ -60,20 +38,19 @@ for (let r = 0; r < rounds; r++) {
   await Promise.all(sides.map((s) => s.stop()))
 }
 
-const ratio = (n, key) => median(res.ours[n][key].map((v, i) => v / res.raw[n][key][i]))
-const rows = (key) => Ns.map((n) => [n, median(res.raw[n][key]), { v: median(res.ours[n][key]), x: ratio(n, key) }])
+const rows = (key) =>
+  Ns.map((n) => [
+    n,
+    median(res.raw[n][key]),
+    { v: median(res.ours[n][key]), x: ratio(res.ours[n][key], res.raw[n][key]) }
+  ])
 const head = (what) => ['streams', `raw ${what}`, `ours ${what}`]
 await save('scale', {
   title: 'Scale: up to 19,000 streams in one process, against raw node:http',
-  command: `node bench/scale.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-  tookS: (Date.now() - t0) / 1000,
-  ours: ours.commit,
   notes: [
-    `${rounds} rounds; raw and ours each in their own server process (CPU 0) with their own load client (CPU 1), both holding N streams at once; bursts alternate raw/ours; values are medians over rounds, (×) the median of the per-round ratios`,
+    `${o.rounds} rounds; raw and ours each in their own server process (CPU 0) with their own load client (CPU 1), both holding N streams at once; bursts alternate raw/ours; values are medians over rounds, (×) the median of the per-round ratios`,
     `burst per stream K: ${Ns.map((n) => `N=${n}: ${kFor(n)}`).join(', ')}; memory: (gc'd value with N streams − with none) / N, in the same server as it grows`,
-    problems.length
-      ? `PROBLEMS: ${problems.join('; ')}`
-      : 'every burst: socket 0 checked event by event, every socket got every event'
+    checked(problems, 'every burst: socket 0 checked event by event, every socket got every event')
   ],
   tables: [
     { title: 'Delivered events/s', head: head('events/s'), rows: rows('eps') },

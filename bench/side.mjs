@@ -1,7 +1,5 @@
-// One side of a comparison: a server child (CPU 0) and its own load client
-// (CPU 1), with the measurements every scenario shares. A side's client holds
-// only that side's sockets, so two sides of 19,000 streams each stay under
-// the 20,000 descriptors a process may open here.
+// One side of a comparison (a server child on CPU 0 with its own load client on CPU 1, see bench/README.md), and
+// the measurements every scenario shares: connect, memory, burst, latency.
 
 import { Child, sleep } from './harness.mjs'
 import { cpuAccount } from './stats.mjs'
@@ -78,11 +76,8 @@ const cpus = (sides) => Promise.all(sides.flatMap((s) => [s.server.rpc('cpu'), s
 const sum = (a) => a.reduce((x, y) => x + y, 0)
 
 /**
- * k awaited publishes on `publisher` to every stream of `sides`; socket 0 of
- * each side is checked event by event. Returns delivered events/s, server CPU
- * ms per 1,000 events (all servers), the clients' busy share, the lag (share
- * of the wall time after the publish loop ended) and the CPUs other
- * processes used meanwhile.
+ * k awaited publishes on `publisher` to every stream of `sides`, socket 0 of each side checked event by event:
+ * { eps, cpu (all servers, ms per 1,000 events), clientBusy, lag, other, wallMs }, as in bench/README.md.
  */
 export async function burst(sides, k, publisher = sides[0]) {
   const seq0 = nextSeq(k)

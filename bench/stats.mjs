@@ -1,14 +1,27 @@
-// Statistics and bookkeeping shared by every scenario. Noise is handled one
-// way only: each timed measurement of a kind is paired with the same
-// measurement of its reference (raw node:http, or the memory broker) right
-// before or after it, in alternating order, over several rounds; a result is
-// the median of the values and a ratio is the median of the per-pair ratios.
-// The CPU other processes used during a measurement is recorded, not corrected.
+// Statistics and bookkeeping shared by every scenario: its start (flags, lock,
+// build), medians and pairing (see "Noise, one method" in bench/README.md), the
+// CPU account, machine facts, writing the JSON.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { HERE } from './harness.mjs'
+import { parseArgs } from 'node:util'
+import { buildOurs, HERE, lock } from './harness.mjs'
+
+let run = null
+/**
+ * Start scenario `name`: its flags (`--key value`; a number default makes a number), the lock, the private
+ * build. Returns { o: the flags, ours: { dir, commit }, log, command }.
+ */
+export async function scenario(name, defaults = {}) {
+  const options = Object.fromEntries(Object.entries(defaults).map(([k, v]) => [k, { type: 'string', default: `${v}` }]))
+  const { values } = parseArgs({ options })
+  const o = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, typeof defaults[k] === 'number' ? +v : v]))
+  const t0 = Date.now()
+  await lock()
+  run = { t0, command: `node bench/${name}.mjs ${process.argv.slice(2).join(' ')}`.trim(), ours: buildOurs() }
+  return { o, ours: run.ours, log: logger(name), command: run.command }
+}
 
 export function median(values) {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
@@ -17,20 +30,23 @@ export function median(values) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
 }
 
+/** The median of the per-pair ratios a[i] / b[i]. */
+export const ratio = (a, b) => median(a.map((v, i) => v / b[i]))
+
 /** q-quantile of a sorted array. */
 export function quantile(sorted, q) {
   if (sorted.length === 0) return null
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]
 }
 
-/** Run `a` then `b` (or `b` then `a` on odd rounds), so that drift hits both sides of a pair. */
-export async function paired(round, a, b) {
+/** [await fn(0), await fn(1)], run in that order on even rounds and the other way on odd ones, so drift hits both. */
+export async function paired(round, fn) {
   if (round % 2 === 0) {
-    const x = await a()
-    return [x, await b()]
+    const x = await fn(0)
+    return [x, await fn(1)]
   }
-  const y = await b()
-  return [await a(), y]
+  const y = await fn(1)
+  return [await fn(0), y]
 }
 
 /** Total busy CPU time of the machine (ms), from /proc/stat. */
@@ -68,24 +84,32 @@ export function machine() {
 }
 
 /**
- * Write bench/results/<name>.json and re-render the markdown reports.
- * `result`: { title, command, tables: [{ title, head, rows, notes? }], notes?, data? }.
+ * Write bench/results/<name>.json and re-render the markdown reports. `result`: { title, command?, notes?,
+ * tables: [{ title, head, rows, notes? }], data? }; the command line, duration and commit come from `scenario`.
  */
 export async function save(name, result) {
   const dir = path.join(HERE, 'results')
   mkdirSync(dir, { recursive: true })
-  const out = { name, date: new Date().toISOString(), machine: machine(), ...result }
+  const { t0, command, ours } = run
+  const top = { name, date: new Date().toISOString(), machine: machine(), title: result.title, command }
+  const out = { ...top, tookS: (Date.now() - t0) / 1000, ours: ours.commit, ...result }
   writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify(out, null, 1)}\n`)
   const { renderAll } = await import('./render.mjs')
   renderAll()
   console.error(`wrote bench/results/${name}.json`)
 }
 
+/** The last note of a report: the problems found, or what was checked. */
+export const checked = (problems, what) => (problems.length ? `PROBLEMS: ${problems.join('; ')}` : what)
+
 /** `client busy / lag / other CPUs` of a burst, for the tables. */
 export const busy = (b) => `${(b.clientBusy * 100).toFixed(0)}% / ${(b.lag * 100).toFixed(0)}% / ${b.other.toFixed(2)}`
 
+/** `k v` pairs of an object, joined. */
+export const pairs = (obj, sep = ', ') => Array.from(Object.entries(obj), ([k, v]) => `${k} ${v}`).join(sep)
+
 /** Log with the seconds since start, to stderr. */
-export function logger(tag) {
+function logger(tag) {
   const t0 = Date.now()
   return (...a) => console.error(`[${tag} ${((Date.now() - t0) / 1000).toFixed(0)}s]`, ...a)
 }
