@@ -94,6 +94,7 @@ export class Hub implements SinkOwner {
     let delivered = 0
     for (const sink of subscribers) {
       if (sink.pending !== null) this.#hold(sink, event)
+      else if (sink.after !== null && this.#had(sink, event)) continue
       else {
         delivered++
         if (!sink.write(frame)) flowing = false
@@ -112,6 +113,7 @@ export class Hub implements SinkOwner {
       if (sink.topics === null) continue
       // A replay under way is dropped: its result no longer matches `pending`.
       sink.pending = null
+      sink.after = null
       sink.write(frame)
     }
   }
@@ -265,9 +267,23 @@ export class Hub implements SinkOwner {
     const pending = sink.pending
     sink.pending = null
     if (pending === null) return
+    let newer = last === null
     for (const event of pending.events) {
-      if (last === null || compareIds(event.id, last) > 0) sink.write(event.frame)
+      if (newer || compareIds(event.id, last as string) > 0) {
+        newer = true
+        sink.write(event.frame)
+      }
     }
+    // The broker may not have delivered `last` yet (its reader lags the id the client
+    // resumed from): what it delivers up to `last` reaches this stream no more.
+    if (!newer) sink.after = last
+  }
+
+  /** Whether `event` is one the client had when it resumed; the first later one ends the check. */
+  #had(sink: Sink, event: BrokerEvent): boolean {
+    if (compareIds(event.id, sink.after as string) <= 0) return true
+    sink.after = null
+    return false
   }
 
   stats(): SseStats {

@@ -163,6 +163,12 @@ export class Sink implements SseSink {
   topics: Topics = null
   /** @internal Live events held back while a replay is under way; null when live. */
   pending: Pending | null = null
+  /**
+   * @internal Once live, events up to this id are skipped: the client has them
+   * already (it resumed from an id this instance's broker had not yet
+   * delivered). Cleared by the first later event.
+   */
+  after: string | null = null
   /** @internal Nothing was written since the last heartbeat tick. */
   idle = false
   /** @internal What counts as one client for `maxConnectionsPerClient`, or null. */

@@ -3,7 +3,16 @@
  * that wraps the memory broker and holds `replay` until the test lets it go.
  */
 import { test } from 'tap'
-import { type Broker, type BrokerGapListener, FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, memoryBroker } from '../lib/index.js'
+import {
+  type Broker,
+  type BrokerEvent,
+  type BrokerGapListener,
+  type BrokerListener,
+  type BrokerReplay,
+  compareIds,
+  FST_ERR_HTML_SSE_BROKER_UNAVAILABLE,
+  memoryBroker
+} from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
@@ -209,4 +218,65 @@ test('live events held during a slow replay are bounded by maxBufferedBytes; the
     Array.from({ length: 20 }, (_, i) => `<p>${i + 1}${chunk}`.slice(0, 6))
   )
   again.close()
+})
+
+test('a resume from an id the broker has not delivered yet: what it delivers up to that id is not sent again', async (t) => {
+  // Like the Redis broker when its reader lags: publish answers at once, delivery comes
+  // later, and a replay stops at what was delivered (an id past that resumes with nothing).
+  const inner = memoryBroker()
+  const queued: BrokerEvent[] = []
+  await inner.listen((event) => {
+    queued.push(event)
+  })
+  let deliver: BrokerListener | undefined
+  let delivered = ''
+  let answered = 0
+  const flush = () => {
+    for (const event of queued.splice(0)) {
+      delivered = event.id
+      deliver?.(event)
+    }
+  }
+  const broker: Broker = {
+    publish: (topic, body) => inner.publish(topic, body),
+    replay: async (topics, lastId) => {
+      const ahead = delivered === '' || compareIds(lastId, delivered) > 0
+      const result: BrokerReplay = ahead ? { found: true, events: [] } : await inner.replay(topics, lastId)
+      answered++
+      return result.found
+        ? { found: true, events: result.events.filter((e) => compareIds(e.id, delivered) <= 0) }
+        : result
+    },
+    lastId: () => inner.lastId(),
+    listen: async (listener) => {
+      deliver = listener
+    },
+    unlisten: async () => {
+      deliver = undefined
+    },
+    close: () => inner.close()
+  }
+  const { app } = await makeApp({ broker })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['a'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  await app.sse.publish('a', '<p>1</p>')
+  flush()
+  const ids = []
+  for (let i = 2; i <= 5; i++) ids.push(await app.sse.publish('a', `<p>${i}</p>`))
+  // The client saw 1 to 5 elsewhere (another instance, or the page's render) and resumes from 5.
+  const client = await connect(`${base}/events`, { 'last-event-id': ids.at(-1) as string })
+  await until(() => answered === 1 && app.sse.stats().topics.a === 1, 3000, 'the resume to go live')
+  flush() // 2 to 5 reach the hub now, after the stream went live
+  const next = await app.sse.publish('a', '<p>6</p>')
+  flush()
+  await client.waitFor(1)
+  t.same(
+    client.events.map((e) => [e.id, e.data]),
+    [[next, '<p>6</p>']],
+    'only the event after its id: none of 2 to 5 again'
+  )
+  client.close()
 })
