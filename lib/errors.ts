@@ -67,7 +67,7 @@ export const FST_ERR_HTML_SSE_SOURCE_INVALID = createError<[string]>(
 /** A topic name is not a non-empty string. */
 export const FST_ERR_HTML_SSE_TOPIC_INVALID = createError<[string]>(
   'FST_ERR_HTML_SSE_TOPIC_INVALID',
-  `${P} a topic must be a non-empty string, got %s`,
+  `${P} a topic must be a non-empty, well-formed string, got %s`,
   500,
   TypeError
 )

@@ -34,11 +34,15 @@ export interface HubOptions {
   resumeRetryMs: number
 }
 
-/** Throws unless `topic` is a non-empty string. */
+/** A UTF-16 surrogate without its pair: such a string has no UTF-8 form (Redis would store U+FFFD). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/** Throws unless `topic` is a non-empty, well-formed string. */
 export function checkTopic(topic: unknown): asserts topic is string {
   if (typeof topic !== 'string' || topic.length === 0) {
     throw new FST_ERR_HTML_SSE_TOPIC_INVALID(typeof topic === 'string' ? 'an empty string' : describe(topic))
   }
+  if (LONE_SURROGATE.test(topic)) throw new FST_ERR_HTML_SSE_TOPIC_INVALID('a string with a lone surrogate')
 }
 
 /** How often sinks with unsent bytes are checked for progress, at most. */

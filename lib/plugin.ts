@@ -17,7 +17,7 @@ import {
 import { checkRetry, describe, frameBody, type Html, isThenable, type SseMessageOptions } from './frame.js'
 import { checkTopic, Hub, type SseStats } from './hub.js'
 import { loadMetrics, type RefuseReason } from './metrics.js'
-import { ClosedSink, retryFrame, Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
+import { ClosedSink, release, retryFrame, Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
 
 /** Options of the plugin. */
 export interface HtmlSseOptions {
@@ -184,11 +184,10 @@ function lastEventIdOf(request: FastifyRequest): string | null {
       return header
     }
   }
-  const query = request.query as Record<string, unknown> | null | undefined
-  const fromQuery = query?.lastEventId
-  if (typeof fromQuery === 'string') return fromQuery
-  if (Array.isArray(fromQuery) && typeof fromQuery[0] === 'string') return fromQuery[0]
-  return null
+  // From the URL itself: a route's querystring schema may strip parameters it does not list.
+  const url = request.raw.url ?? ''
+  const q = url.indexOf('?')
+  return q === -1 ? null : new URLSearchParams(url.slice(q + 1)).get('lastEventId')
 }
 
 /** The response can no longer carry a stream: the client left (HTTP/1 socket closed, HTTP/2 stream reset). */
@@ -222,7 +221,9 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   const maxLifetimeMs = checkInteger('maxLifetimeMs', options.maxLifetimeMs ?? 0, 0, MAX_TIMER_MS)
   const drainMs = checkInteger('drainMs', options.drainMs ?? 5000, 0, MAX_TIMER_MS)
   const writeTimeoutMs = checkInteger('writeTimeoutMs', options.writeTimeoutMs ?? 30_000, 0, MAX_TIMER_MS)
-  const openFrame = retryMs === undefined ? null : `retry: ${retryMs}\n\n`
+  // A named event without data: an EventSource applies `retry:` and dispatches nothing, and
+  // htmx 4's hx-sse, which reads `retry:` only from an event with data or a name, applies it too.
+  const openFrame = retryMs === undefined ? null : retryFrame(retryMs)
   registered.add(app.server)
 
   const metrics = await loadMetrics()
@@ -291,6 +292,8 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     const lastEventId = lastEventIdOf(request)
     const res = this.raw
     const closedSink = (): SseSink => {
+      // The route may have made an iterator that holds something (a listener, a stream): let it go.
+      if (source !== undefined && typeof source !== 'function') release(source, this.log)
       const closed = new ClosedSink(lastEventId)
       ;(this as unknown as Record<symbol, SseSink | null>)[kSink] = closed
       return closed
@@ -335,9 +338,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     hub.add(sink)
     if (openFrame !== null) sink.sendFrame(openFrame)
     hub.open(sink, topics)
-    if (lifetime > 0 && topics.length > 0) {
-      sink.expireAfter(lifetime - Math.floor(Math.random() * lifetime * 0.1), RECONNECT_SPREAD_MS)
-    }
+    if (lifetime > 0) sink.expireAfter(lifetime - Math.floor(Math.random() * lifetime * 0.1), RECONNECT_SPREAD_MS)
     if (source !== undefined) void sink.pump(source)
     return sink
   })

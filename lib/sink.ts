@@ -127,6 +127,37 @@ export function retryFrame(ms: number): string {
   return `event: retry\nretry: ${ms}\n\n`
 }
 
+/** Calls an iterator's `return()`, logging what it throws or rejects with. */
+function returnIterator(iterator: Iterator<unknown> | AsyncIterator<unknown>, log: FastifyBaseLogger): void {
+  const failed = (err: unknown) => log.error({ err }, 'fastify-html-sse: the stream source threw while closing')
+  try {
+    const result = iterator.return?.()
+    if (isThenable(result)) Promise.resolve(result).catch(failed)
+  } catch (err) {
+    failed(err)
+  }
+}
+
+/**
+ * Lets go of a source that will not be read (a refused, HEAD or abandoned
+ * request): an iterator made before `reply.sse()` may hold a listener or a
+ * stream, and `return()` releases it. A generator that never started runs
+ * nothing.
+ */
+export function release(source: SseSource, log: FastifyBaseLogger): void {
+  let iterator: Iterator<unknown> | AsyncIterator<unknown>
+  try {
+    iterator =
+      Symbol.asyncIterator in source
+        ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+        : (source as Iterable<unknown>)[Symbol.iterator]()
+  } catch (err) {
+    log.debug({ err }, 'fastify-html-sse: the source of a stream that did not open could not be released')
+    return
+  }
+  returnIterator(iterator, log)
+}
+
 /** A sink that is closed from the start: a refused, HEAD or abandoned request. */
 export class ClosedSink implements SseSink {
   readonly lastEventId: string | null
@@ -268,9 +299,17 @@ export class Sink implements SseSink {
     if (reason === 'shutdown') (this.#res as { stream?: { session?: { close(): void } } }).stream?.session?.close()
   }
 
-  /** @internal Ends the stream after `ms` (its lifetime), with a `retry:` hint of up to `retryMs`. */
+  /**
+   * @internal Ends the stream after `ms` (its lifetime), with a `retry:` hint of
+   * up to `retryMs`, if it has topics then (added at open or by `subscribe()`):
+   * only those resume exactly. A stream without topics is looked at again a
+   * lifetime later.
+   */
   expireAfter(ms: number, retryMs: number): void {
-    this.#timer = setTimeout(() => this.endWithRetry(Math.floor(Math.random() * retryMs), 'lifetime'), ms)
+    this.#timer = setTimeout(() => {
+      if (this.topics === null) this.expireAfter(ms, retryMs)
+      else this.endWithRetry(Math.floor(Math.random() * retryMs), 'lifetime')
+    }, ms)
     this.#timer.unref()
   }
 
@@ -403,16 +442,7 @@ export class Sink implements SseSink {
   }
 
   #returnSource(iterator: Iterator<SseItem> | AsyncIterator<SseItem>): void {
-    try {
-      const result = iterator.return?.()
-      if (isThenable(result)) {
-        Promise.resolve(result).catch((err: unknown) => {
-          this.#log.error({ err }, 'fastify-html-sse: the stream source threw while closing')
-        })
-      }
-    } catch (err) {
-      this.#log.error({ err }, 'fastify-html-sse: the stream source threw while closing')
-    }
+    returnIterator(iterator, this.#log)
   }
 
   async #sendItem(value: unknown): Promise<boolean> {

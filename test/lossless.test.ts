@@ -81,3 +81,27 @@ test('lastId() and the lastEventId query close the render-to-connect gap; the he
   )
   both.close()
 })
+
+test('the lastEventId query parameter is read from the URL, even when a querystring schema strips it', async (t) => {
+  const { app } = await makeApp()
+  app.get(
+    '/events',
+    {
+      schema: { querystring: { type: 'object', properties: { tab: { type: 'string' } }, additionalProperties: false } }
+    },
+    (_req, reply) => {
+      reply.sse({ topics: ['notes'] })
+    }
+  )
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const renderedAt = await app.sse.lastId()
+  const gap = await app.sse.publish('notes', '<li>in the gap</li>')
+  const page = await connect(`${base}/events?tab=1&lastEventId=${encodeURIComponent(String(renderedAt))}`)
+  await page.waitFor(1)
+  t.same(
+    page.events.map((e) => [e.id, e.data]),
+    [[gap, '<li>in the gap</li>']]
+  )
+  page.close()
+})

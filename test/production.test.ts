@@ -119,18 +119,38 @@ test('maxLifetimeMs: the stream ends after a retry hint and its EventSource resu
   app.get('/forever', (_req, reply) => {
     reply.sse({ topics: ['feed'], maxLifetimeMs: 0 })
   })
+  let lateOpened = 0
+  app.get('/late', (_req, reply) => {
+    lateOpened++
+    // Topics added after the stream opened count too.
+    reply.sse().subscribe('feed')
+  })
+  app.get('/own', (_req, reply) => {
+    // No topics: its own source cannot resume, so its lifetime does not end it.
+    reply.sse(async function* (s) {
+      yield '<p>own</p>'
+      await new Promise((resolve) => s.signal.addEventListener('abort', resolve))
+    })
+  })
   const base = await listen(app)
   t.teardown(() => app.close())
   const forever = await connect(`${base}/forever`)
+  const own = await connect(`${base}/own`)
+  let ownEnded = false
+  void own.ended.then(() => {
+    ownEnded = true
+  })
+  const late = new EventSource(`${base}/late`)
+  t.teardown(() => late.close())
   const received: string[] = []
   const source = new EventSource(`${base}/events`)
   t.teardown(() => source.close())
   source.addEventListener('message', (event) => received.push(event.data))
-  await until(() => app.sse.stats().topics.feed === 2)
+  await until(() => app.sse.stats().topics.feed === 3)
   const total = 2000
   let sent = 0
-  // Publish until the stream has been renewed at least three times, then a final marker.
-  while (opened < 4 && sent < total) {
+  // Publish until both streams have been renewed at least three times, then a final marker.
+  while ((opened < 4 || lateOpened < 4) && sent < total) {
     await app.sse.publish('feed', `<p>${sent++}</p>`)
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
@@ -144,7 +164,11 @@ test('maxLifetimeMs: the stream ends after a retry hint and its EventSource resu
   )
   t.equal(forever.events.length, sent + 1, 'a stream with maxLifetimeMs: 0 stays open')
   t.notOk(forever.raw.includes('retry:'), 'and gets no hint')
+  t.ok(lateOpened >= 4, `a stream that subscribed after opening was renewed too (${lateOpened} connections)`)
+  t.notOk(ownEnded, 'a stream without topics outlived three lifetimes')
+  t.notOk(own.raw.includes('retry:'), 'and got no hint')
   forever.close()
+  own.close()
 })
 
 test('drainMs: app.close() sends each stream a retry hint drawn from [0, drainMs], spread over the window', async (t) => {

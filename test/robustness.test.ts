@@ -2,7 +2,7 @@
  * Every path through `reply.sse()` ends in an open stream that will end or in a
  * clean refusal, whatever a route or a client does, over real sockets.
  */
-import { once } from 'node:events'
+import { EventEmitter, on, once } from 'node:events'
 import { request } from 'node:http'
 import { connect as h2connect, constants as h2constants } from 'node:http2'
 import { type AddressInfo, connect as netConnect } from 'node:net'
@@ -245,6 +245,50 @@ test('HEAD on a stream route answers the head, starts no source, and the connect
   t.equal(app.sse.stats().connections, 0)
   t.same({ ...app.sse.stats().topics }, {})
   t.ok(base)
+  t.same(errorsIn(logs), [])
+})
+
+test('an iterator the route made is released when its stream does not open: HEAD, refused', async (t) => {
+  const { app, logs } = await makeApp({ maxConnections: 1 })
+  const bus = new EventEmitter()
+  let returned = 0
+  app.get('/events', (_req, reply) => {
+    // Made before reply.sse(): it listens on the bus from now on.
+    const ticks = on(bus, 'tick')
+    const source: AsyncIterable<string> = {
+      [Symbol.asyncIterator]: () => ({
+        next: async () => ({ done: false, value: String((await ticks.next()).value) }),
+        return: async () => {
+          returned++
+          await ticks.return?.()
+          return { done: true as const, value: undefined }
+        }
+      })
+    }
+    reply.sse(source)
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const open = await connect(`${base}/events`)
+  await until(() => app.sse.stats().connections === 1)
+  t.equal(bus.listenerCount('tick'), 1, 'the open stream listens')
+  const status = (method: string) =>
+    new Promise<number | undefined>((resolve, reject) => {
+      const req = request(`${base}/events`, { method, agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+  for (let i = 0; i < 5; i++) {
+    t.equal(await status('GET'), 503, 'refused')
+    t.equal(await status('HEAD'), 200, 'HEAD')
+  }
+  await until(() => returned === 10, 3000, 'every unopened source to be returned')
+  t.equal(bus.listenerCount('tick'), 1, 'only the open stream still listens')
+  open.close()
+  await until(() => bus.listenerCount('tick') === 0, 3000, 'the open stream to let go when its client leaves')
   t.same(errorsIn(logs), [])
 })
 

@@ -162,7 +162,7 @@ test('a second reply.sse() returns the same sink; send() and comment() write fra
   t.same(client.comments, ['ping'])
 })
 
-test('retryMs sends retry: when a stream opens', async (t) => {
+test('retryMs sends retry: when a stream opens, as a named event without data (htmx 4 applies it too)', async (t) => {
   const { app } = await makeApp({ retryMs: 3000 })
   app.get('/events', (_req, reply) => {
     reply.sse(['x'])
@@ -171,7 +171,7 @@ test('retryMs sends retry: when a stream opens', async (t) => {
   t.teardown(() => app.close())
   const client = await connect(`${base}/events`)
   await client.ended
-  t.ok(client.raw.startsWith('retry: 3000\n\n'), 'retry comes first')
+  t.ok(client.raw.startsWith('event: retry\nretry: 3000\n\n'), 'retry comes first')
   t.same(
     client.events.map((e) => e.data),
     ['x']

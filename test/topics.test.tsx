@@ -120,6 +120,10 @@ test('publish refuses bad input with coded errors and never corrupts a stream', 
   await until(() => app.sse.stats().connections === 1)
   await t.rejects(app.sse.publish('', 'x'), { code: 'FST_ERR_HTML_SSE_TOPIC_INVALID' })
   await t.rejects(app.sse.publish(7 as unknown as string, 'x'), { code: 'FST_ERR_HTML_SSE_TOPIC_INVALID' })
+  // No UTF-8 form: Redis would store U+FFFD and deliver it to the subscribers of '\uFFFD'.
+  for (const lone of ['\uD800', 'a\uDC00', '\uDBFFb']) {
+    await t.rejects(app.sse.publish(lone, 'x'), { code: 'FST_ERR_HTML_SSE_TOPIC_INVALID' }, 'a lone surrogate')
+  }
   await t.rejects(app.sse.publish('t', 'x', 'a\nb'), { code: 'FST_ERR_HTML_SSE_EVENT_NEWLINE' })
   await t.rejects(app.sse.publish('t', 'x', 'e', { id: '5' } as never), { code: 'FST_ERR_HTML_SSE_PUBLISH_ID' })
   await t.rejects(app.sse.publish('t', 'x', 'e', { retry: -5 }), { code: 'FST_ERR_HTML_SSE_RETRY_INVALID' })
