@@ -206,7 +206,7 @@ export class Hub implements SinkOwner {
       for (const topic of topics) this.subscribe(sink, topic)
       return
     }
-    const pending: Pending = { events: [], bytes: 0 }
+    const pending: Pending = { events: [], bytes: 0, dropped: null }
     sink.pending = pending
     for (const topic of topics) this.subscribe(sink, topic)
     this.#broker.replay(topics, lastId).then(
@@ -234,6 +234,17 @@ export class Hub implements SinkOwner {
           last = replay.head
           sink.write(resetFrame(replay.head))
         }
+        if (pending.dropped !== null && compareIds(pending.dropped, last) > 0) {
+          // Live events after the replay were let go while it was under way: the client
+          // comes back from `last` (what it has now) and resumes them.
+          sink.pending = null
+          this.#log.info(
+            { lastEventId: last },
+            'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was ended so its client resumes after the replay'
+          )
+          sink.endWithRetry(Math.floor(Math.random() * this.#options.resumeRetryMs), 'resume_overflow')
+          return
+        }
         this.#goLive(sink, last)
       },
       (err: unknown) => {
@@ -249,16 +260,22 @@ export class Hub implements SinkOwner {
     )
   }
 
+  /**
+   * Holds a live event for a stream whose replay is under way. Past
+   * `maxBufferedBytes` of them, all are let go and so is every later one: the
+   * replay, or the client's resume after it, brings them back (a hung replay
+   * holds no memory).
+   */
   #hold(sink: Sink, event: BrokerEvent): void {
     const pending = sink.pending as Pending
-    pending.events.push(event)
-    pending.bytes += event.frame.length
-    if (pending.bytes > this.#options.maxBufferedBytes) {
-      this.#log.info(
-        'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was closed'
-      )
-      sink.end('dropped', true)
+    if (pending.dropped === null) {
+      pending.events.push(event)
+      pending.bytes += event.frame.length
+      if (pending.bytes <= this.#options.maxBufferedBytes) return
+      pending.events = []
+      pending.bytes = 0
     }
+    pending.dropped = event.id
   }
 
   #leave(sink: Sink, topic: string): void {

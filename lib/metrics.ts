@@ -59,7 +59,8 @@ const CLOSE_REASONS: readonly CloseReason[] = [
   'write_timeout',
   'lifetime',
   'shutdown',
-  'broker_unavailable'
+  'broker_unavailable',
+  'resume_overflow'
 ]
 const REFUSE_REASONS: readonly RefuseReason[] = ['max_connections', 'max_connections_per_client']
 const OUTCOMES: readonly ResumeOutcome[] = ['replayed', 'reset', 'unavailable']

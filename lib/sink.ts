@@ -60,14 +60,20 @@ export type CloseReason =
   | 'lifetime'
   | 'shutdown'
   | 'broker_unavailable'
+  | 'resume_overflow'
 
 /** A sink's topics: none, one, or several. */
 export type Topics = string | Set<string> | null
 
-/** Live events held for a stream while its replay is under way. */
+/**
+ * Live events held for a stream while its replay is under way, up to
+ * `maxBufferedBytes`; past that they are let go, and `dropped` is the id of the
+ * newest one let go.
+ */
 export interface Pending {
-  readonly events: BrokerEvent[]
+  events: BrokerEvent[]
   bytes: number
+  dropped: string | null
 }
 
 /** What the progress watch remembers of a sink whose bytes wait. */
