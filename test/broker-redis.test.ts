@@ -93,6 +93,55 @@ t.test('a key that is not a stream: coded errors, one log line, and the reader r
   t.match(lines.at(-1), { level: 'error', msg: /a broker listener threw/ }, 'the throwing listener is logged')
 })
 
+t.test(
+  "replays from the empty log's id 0-0: from the window when it holds the whole stream, else one shared XRANGE",
+  async (t) => {
+    const prefix = uniquePrefix()
+    const broker = redisBroker({ url, prefix })
+    t.teardown(() => broker.close())
+    const live: BrokerEvent[] = []
+    await broker.listen((event) => {
+      live.push(event)
+    })
+    t.equal(await broker.lastId(), '0-0', 'an empty stream')
+    const ids: string[] = []
+    for (let i = 0; i < 4; i++) ids.push(await broker.publish(i % 2 ? 'a' : 'b', `data: ${i}\n\n`))
+    await until(() => live.length === 4, 5000, 'four live events')
+    let before = await calls('xrange')
+    const fromWindow = await Promise.all(Array.from({ length: 50 }, () => broker.replay(['a'], '0-0')))
+    t.equal(
+      (await calls('xrange')).calls - before.calls,
+      0,
+      '50 replays from 0-0 on a reader that saw the stream begin: no XRANGE'
+    )
+    t.ok(
+      fromWindow.every(
+        (r) => r.found && JSON.stringify(r.events.map((e) => e.id)) === JSON.stringify([ids[1], ids[3]])
+      ),
+      'each got the events of its topic since the start'
+    )
+
+    // An instance that started after the first events: its window does not reach back to the start.
+    const later = redisBroker({ url, prefix })
+    t.teardown(() => later.close())
+    const seen: BrokerEvent[] = []
+    await later.listen((event) => {
+      seen.push(event)
+    })
+    ids.push(await later.publish('a', 'data: 4\n\n'))
+    await until(() => seen.length === 1, 5000, 'the later instance delivering')
+    before = await calls('xrange')
+    const fromRedis = await Promise.all(Array.from({ length: 50 }, () => later.replay(['a'], '0-0')))
+    t.equal((await calls('xrange')).calls - before.calls, 1, '50 concurrent replays from 0-0 share one XRANGE')
+    t.ok(
+      fromRedis.every(
+        (r) => r.found && JSON.stringify(r.events.map((e) => e.id)) === JSON.stringify([ids[1], ids[3], ids[4]])
+      ),
+      'each got every event of its topic since the start'
+    )
+  }
+)
+
 t.test('replays: from the recent window without Redis, also for events from before the instance started', async (t) => {
   const prefix = uniquePrefix()
   const early = redisBroker({ url, prefix })

@@ -110,7 +110,8 @@ export class StreamReader {
       const info = await this.#info(client, true)
       this.#position = info?.lastGenerated ?? '0-0'
       this.#seq = info?.entriesAdded ?? 0
-      if (info !== null && info.length > 0) await this.#prefill(client)
+      if (this.#position === '0-0') this.#window.fromStart()
+      else if (info !== null && info.length > 0) await this.#prefill(client)
     } catch (err) {
       this.#conns.drop(client)
       throw err
@@ -285,6 +286,7 @@ export class StreamReader {
     this.#position = '0-0'
     this.#seq = 0
     this.#window.clear()
+    this.#window.fromStart()
   }
 
   /** `XINFO STREAM`, or null when the key does not exist. */

@@ -90,6 +90,13 @@ export class Replays {
   async #fromStart(topics: readonly string[]): Promise<BrokerReplay> {
     const bound = this.#reader.running ? this.#reader.position : null
     if (bound === '0-0') return { found: true, events: [] }
+    const all = bound === null ? null : this.#window.all()
+    const events = all !== null ? (all.length <= this.#options.replay ? all : null) : await this.#fetch('0-0', bound)
+    return events === null ? this.#notFound() : { found: true, events: only(events, topics) }
+  }
+
+  /** The events since the stream's start up to `bound`, when none was ever removed and they fit in `replay`. */
+  async #rangeFromStart(bound: string | null): Promise<BrokerEvent[] | null> {
     const client = await this.#conns.commands()
     const key = this.#options.key
     const replay = this.#options.replay
@@ -103,8 +110,7 @@ export class Replays {
       if (!/no such key/i.test(String((err as { cause?: unknown }).cause ?? err))) throw err
     }
     const entries = entriesOf(range)
-    if (removed > 0 || entries.length > replay) return this.#notFound()
-    return { found: true, events: only(this.#events(entries, 0), topics) }
+    return removed > 0 || entries.length > replay ? null : this.#events(entries, 0)
   }
 
   async #exists(id: string): Promise<boolean> {
@@ -115,7 +121,7 @@ export class Replays {
   async #fetch(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {
     let shared = this.#inFlight.get(lastId)
     if (shared === undefined) {
-      const fetch: Fetch = { bound, events: this.#range(lastId, bound) }
+      const fetch: Fetch = { bound, events: this.#read(lastId, bound) }
       shared = fetch
       this.#inFlight.set(lastId, fetch)
       const done = () => {
@@ -127,9 +133,13 @@ export class Replays {
     if (events === null || shared.bound === bound || bound === null) return events
     // Joined a command sent at an earlier position: add what the reader delivered since, up to ours.
     const since = shared.bound === null ? [] : this.#window.after(shared.bound)
-    if (since === null) return this.#range(lastId, bound)
+    if (since === null) return this.#read(lastId, bound)
     const more = since.filter((e) => compareIds(e.id, bound) <= 0)
     return events.length + more.length > this.#options.replay ? null : [...events, ...more]
+  }
+
+  #read(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {
+    return lastId === '0-0' ? this.#rangeFromStart(bound) : this.#range(lastId, bound)
   }
 
   async #range(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {

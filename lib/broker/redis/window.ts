@@ -15,6 +15,8 @@ export class RecentWindow {
   readonly #at = new Map<string, number>()
   /** Absolute position of `#events[0]`. */
   #base = 0
+  /** It holds every entry of the stream since its start (the reader began at `0-0` and nothing left). */
+  #whole = false
 
   constructor(size: number) {
     this.#size = size
@@ -27,12 +29,16 @@ export class RecentWindow {
 
   /** Adds the newest delivered event; the oldest leaves once the window is full. */
   push(event: BrokerEvent): void {
-    if (this.#size === 0) return
+    if (this.#size === 0) {
+      this.#whole = false
+      return
+    }
     this.#at.set(event.id, this.#base + this.#events.length)
     this.#events.push(event)
     if (this.#events.length - this.#start > this.#size) {
       const gone = this.#events[this.#start] as BrokerEvent
       this.#at.delete(gone.id)
+      this.#whole = false
       this.#start++
       // Compact now and then rather than shifting the array at every event.
       if (this.#start >= this.#size) {
@@ -59,8 +65,19 @@ export class RecentWindow {
     return this.#events.slice(at - this.#base + 1)
   }
 
+  /** The reader starts at the stream's beginning: from now on the window holds all of it, until it is full. */
+  fromStart(): void {
+    this.#whole = this.#events.length === this.#start
+  }
+
+  /** Every event since the stream's start, when the window still holds them all; else null. */
+  all(): BrokerEvent[] | null {
+    return this.#whole ? this.#events.slice(this.#start) : null
+  }
+
   /** Forgets every event: after a gap, what it held no longer leads to the next event. */
   clear(): void {
+    this.#whole = false
     this.#events = []
     this.#start = 0
     this.#base = 0
