@@ -4,9 +4,9 @@ import { FST_ERR_HTML_SSE_COMPONENT_PROPS } from '../lib/errors.js'
 /** Props of `<HtmxScripts>`. */
 export interface HtmxScriptsProps {
   /** Which htmx line to load. @default 2 */
-  htmx?: 2 | 4
+  htmx?: 2 | 4 | undefined
   /** The plugin's `assetsPrefix`, if you changed it. @default '/fastify-html-sse/' */
-  prefix?: string
+  prefix?: string | undefined
 }
 
 /**

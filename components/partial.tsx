@@ -18,7 +18,7 @@ export type PartialProps = PropsWithChildren<
     /** A CSS selector: the element the content goes into (`hx-target`). */
     target: string
     /** How it goes in (`hx-swap`): `afterbegin`, `beforeend`, `outerHTML`… @default 'innerHTML' */
-    swap?: string
+    swap?: string | undefined
   } & JSX.HtmlTag
 >
 

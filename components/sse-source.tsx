@@ -12,11 +12,11 @@ export type SseSourceProps = PropsWithChildren<
      * htmx 4 swaps unnamed events itself, so this must be `message` or `false` there.
      * @default 'message'
      */
-    swap?: string | false
+    swap?: string | false | undefined
     /** Closes the connection when this event arrives (`sse-close` / `hx-sse:close`). */
-    close?: string
+    close?: string | undefined
     /** Which htmx line the page loads. @default 2 */
-    htmx?: 2 | 4
+    htmx?: 2 | 4 | undefined
     /**
      * Where the stream's first connection resumes: the id the page's state was
      * rendered at (`await app.sse.lastId()`), so nothing published between
@@ -24,7 +24,7 @@ export type SseSourceProps = PropsWithChildren<
      * on later reconnects the `Last-Event-ID` header, which is newer, wins.
      * `null` or `undefined` (an empty log) adds nothing.
      */
-    lastEventId?: string | null
+    lastEventId?: string | null | undefined
   } & JSX.HtmlTag
 >
 

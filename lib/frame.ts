@@ -19,9 +19,9 @@ export type Html = string | Promise<string>
 /** Optional fields of one frame. */
 export interface SseMessageOptions {
   /** The event id (`id:`), what the browser sends back as `Last-Event-ID`. No CR, LF or NUL. */
-  id?: string
+  id?: string | undefined
   /** The reconnection delay the browser should use, in milliseconds (`retry:`). */
-  retry?: number
+  retry?: number | undefined
 }
 
 const LINE_BREAK = /\r\n|\r|\n/g

@@ -22,55 +22,55 @@ import { ClosedSink, release, retryFrame, Sink, type SseSink, type SseSource, ty
 /** Options of the plugin. */
 export interface HtmlSseOptions {
   /** A comment line (`:\n`) on each stream idle this long, in ms; 0 turns heartbeats off. @default 15000 */
-  heartbeatMs?: number
+  heartbeatMs?: number | undefined
   /** Sends `retry:` with this many ms when a stream opens. @default undefined */
-  retryMs?: number
+  retryMs?: number | undefined
   /** How many recent events the default broker keeps for `Last-Event-ID` resume; 0 keeps none. @default 1000 */
-  replay?: number
+  replay?: number | undefined
   /**
    * A stream whose unsent bytes pass this while its client is not reading is
    * closed; its browser reconnects and resumes. A client that keeps reading is
    * never shed. @default 1048576
    */
-  maxBufferedBytes?: number
+  maxBufferedBytes?: number | undefined
   /** Where published events travel. @default memoryBroker({ replay }) */
-  broker?: Broker
+  broker?: Broker | undefined
   /** Where the htmx client files are served; `false` serves none. @default '/fastify-html-sse/' */
-  assetsPrefix?: string | false
+  assetsPrefix?: string | false | undefined
   /**
    * The most open streams on this instance; past it `reply.sse()` answers 503
    * with a randomised `Retry-After` and closes the connection. @default Infinity
    */
-  maxConnections?: number
+  maxConnections?: number | undefined
   /** The most open streams per `clientKey(request)`; past it 429 with `Retry-After`. @default Infinity */
-  maxConnectionsPerClient?: number
+  maxConnectionsPerClient?: number | undefined
   /** What counts as one client for `maxConnectionsPerClient`. @default (request) => request.ip */
-  clientKey?: (request: FastifyRequest) => string
+  clientKey?: ((request: FastifyRequest) => string) | undefined
   /**
    * A stream with topics ends after a random time between 0.9x and 1x this,
    * after a `retry:` hint; its client reconnects and resumes exactly. 0: never.
    * @default 0
    */
-  maxLifetimeMs?: number
+  maxLifetimeMs?: number | undefined
   /**
    * On `app.close()` every stream gets a `retry:` hint drawn uniformly from
    * `[0, drainMs]`, then ends, so browsers reconnect spread over the window.
    * @default 5000
    */
-  drainMs?: number
+  drainMs?: number | undefined
   /**
    * A stream whose socket accepts no bytes for this long while bytes wait is
    * dropped (half-open or stalled connections); 0: never. @default 30000
    */
-  writeTimeoutMs?: number
+  writeTimeoutMs?: number | undefined
 }
 
 /** Options of `reply.sse()`. */
 export interface SseReplyOptions {
   /** Topics this stream subscribes to; with `Last-Event-ID`, what it missed of them comes first. */
-  topics?: readonly string[]
+  topics?: readonly string[] | undefined
   /** Overrides the plugin's `maxLifetimeMs` for this stream; 0: never. */
-  maxLifetimeMs?: number
+  maxLifetimeMs?: number | undefined
 }
 
 /** Options of `app.sse.publish()`. */

@@ -29,9 +29,9 @@ export interface CollectEventsOptions {
   /** How many events to wait for. */
   count: number
   /** Give up after this long. @default 5000 */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** Request headers, e.g. `{ 'last-event-id': '…' }`. */
-  headers?: Record<string, string>
+  headers?: Record<string, string> | undefined
   /**
    * `'inject'` streams the response through `app.inject()`: no port, and it
    * works for HTTP/1.1, HTTP/2 and HTTPS apps alike. `'socket'` opens a real
@@ -39,7 +39,7 @@ export interface CollectEventsOptions {
    * listens), for a test about what the wire carries; plain HTTP/1.1 apps only.
    * @default 'inject'
    */
-  transport?: 'inject' | 'socket'
+  transport?: 'inject' | 'socket' | undefined
 }
 
 /**

@@ -95,6 +95,9 @@ function freshProject(): string {
         module: 'NodeNext',
         moduleResolution: 'NodeNext',
         strict: true,
+        // The strictest settings users turn on: the package's option types must take them.
+        exactOptionalPropertyTypes: true,
+        noUncheckedIndexedAccess: true,
         jsx: 'react-jsx',
         jsxImportSource: '@kitajs/html',
         types: ['node'],

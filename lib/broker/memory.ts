@@ -10,7 +10,7 @@ import { parseId, withId } from './types.js'
 /** Options of `memoryBroker`. */
 export interface MemoryBrokerOptions {
   /** How many recent events to keep for `Last-Event-ID` resume; 0 keeps none. @default 1000 */
-  replay?: number
+  replay?: number | undefined
 }
 
 /** Checks a `replay` option: a non-negative safe integer. */

@@ -37,15 +37,15 @@ export type RedisBrokerLogger = BrokerLogger
 /** Options of `redisBroker`. */
 export interface RedisBrokerOptions {
   /** The Redis to connect to; the broker creates and closes its connections. @default 'redis://localhost:6379' */
-  url?: string
+  url?: string | undefined
   /**
    * A node-redis client of yours, for publish and replay; it is left open on
    * close. The blocking read uses a `duplicate()` the broker owns, with the
    * broker's own reconnect strategy and dead-socket timeout.
    */
-  client?: RedisClient
+  client?: RedisClient | undefined
   /** Prefix of the broker's key (`<prefix>log`); instances with the same prefix share events. @default 'fastify-html-sse:' */
-  prefix?: string
+  prefix?: string | undefined
   /**
    * How many recent events a `Last-Event-ID` can resume after; 0 resumes only
    * from the newest id. A resume also needs its id to be within `retentionMs`.
@@ -53,7 +53,7 @@ export interface RedisBrokerOptions {
    * resumes from there, without a Redis command.
    * @default 1000
    */
-  replay?: number
+  replay?: number | undefined
   /**
    * How long an event stays in the Redis stream, in ms. Every publish trims
    * (`XADD ... MINID ~`) the entries older than the newest id minus this, as
@@ -66,7 +66,7 @@ export interface RedisBrokerOptions {
    * instance sharing a prefix the same value.
    * @default 60000
    */
-  retentionMs?: number
+  retentionMs?: number | undefined
   /**
    * How long one Redis command may take, in ms. `publish`, `replay` and
    * `lastId` reject with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when Redis has
@@ -76,15 +76,15 @@ export interface RedisBrokerOptions {
    * and reconnected.
    * @default 5000
    */
-  commandTimeoutMs?: number
+  commandTimeoutMs?: number | undefined
   /** How long one `XREAD` blocks before it is sent again, in ms. @default 5000 */
-  blockMs?: number
+  blockMs?: number | undefined
   /**
    * Where outages are reported: a warning when Redis goes away, once per
    * outage, and an info line when it is back. The plugin hands over its own
    * logger when this is not set. @default process warnings
    */
-  logger?: RedisBrokerLogger
+  logger?: RedisBrokerLogger | undefined
 }
 
 /** The options after defaults. */
