@@ -48,7 +48,7 @@ async function rawKind() {
 }
 
 async function oursKind() {
-  if (opt.otel) await registerOtel()
+  if (opt.otel) await registerOtel(opt.otel === 'loaded')
   const { default: htmlSse } = await import(pathToFileURL(oursEntry(opt.ours)).href)
   const plugin = { heartbeatMs: 0, replay: 0, ...opt.plugin }
   if (opt.broker === 'redis') {
@@ -76,12 +76,14 @@ async function oursKind() {
 
 let reader = null
 /** An OpenTelemetry SDK as an app would set it up: a MeterProvider with a reader, global before the plugin registers. */
-async function registerOtel() {
+async function registerOtel(loadedOnly) {
   const { metrics } = await import('@opentelemetry/api')
   const sdk = await import('@opentelemetry/sdk-metrics')
   const exporter = new sdk.InMemoryMetricExporter(sdk.AggregationTemporality.CUMULATIVE)
   reader = new sdk.PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 10_000 })
-  metrics.setGlobalMeterProvider(new sdk.MeterProvider({ readers: [reader] }))
+  const provider = new sdk.MeterProvider({ readers: [reader] })
+  // `loadedOnly`: the SDK is in the process, but the plugin records into the API's no-op meter.
+  if (!loadedOnly) metrics.setGlobalMeterProvider(provider)
 }
 
 async function otherKind(kind) {
