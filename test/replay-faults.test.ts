@@ -302,3 +302,25 @@ test('a resume from an id the broker has not delivered yet: what it delivers up 
   )
   client.close()
 })
+
+test('a broker with no id for an empty log (head null): one reset with an empty id, then live events', async (t) => {
+  const { broker } = wrapped(async () => ({ found: false, head: null }))
+  const { app } = await makeApp({ broker })
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['a'] })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const client = await connect(`${base}/events`, { 'last-event-id': '1-1' })
+  await until(() => app.sse.stats().topics.a === 1 && client.events.length === 1, 3000, 'the reset')
+  const live = await app.sse.publish('a', '<p>live</p>')
+  await client.waitFor(2)
+  t.same(
+    client.events.map((e) => [e.event, e.id, e.data]),
+    [
+      ['reset', '', ''],
+      [undefined, live, '<p>live</p>']
+    ]
+  )
+  client.close()
+})

@@ -267,6 +267,12 @@ test('an iterator the route made is released when its stream does not open: HEAD
     }
     reply.sse(source)
   })
+  app.head('/locked', (_req, reply) => {
+    // Its iterator cannot be made (the stream is locked): nothing to release, nothing thrown.
+    const locked = new ReadableStream<string>()
+    locked.getReader()
+    reply.sse(locked as unknown as AsyncIterable<string>)
+  })
   const base = await listen(app)
   t.teardown(() => app.close())
   const open = await connect(`${base}/events`)
@@ -286,6 +292,15 @@ test('an iterator the route made is released when its stream does not open: HEAD
     t.equal(await status('HEAD'), 200, 'HEAD')
   }
   await until(() => returned === 10, 3000, 'every unopened source to be returned')
+  const locked = await new Promise<number | undefined>((resolve, reject) => {
+    const req = request(`${base}/locked`, { method: 'HEAD', agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(locked, 200, 'HEAD with a locked stream as the source')
   t.equal(bus.listenerCount('tick'), 1, 'only the open stream still listens')
   open.close()
   await until(() => bus.listenerCount('tick') === 0, 3000, 'the open stream to let go when its client leaves')

@@ -302,6 +302,14 @@ export function brokerContract(
       ids.push(await broker.publish('a', body(3)))
       await seen.until(4)
       t.same(await broker.replay(['a'], empty), { found: false, head: ids[3] }, 'four: not found, with the newest id')
+
+      const none = await spaceFor(t)(0)
+      const noneEmpty = (await none.lastId()) as string
+      const noneSeen = await collect(none)
+      t.same(await none.replay(['a'], noneEmpty), { found: true, events: [] }, 'replay 0, nothing yet: found')
+      const only = await none.publish('a', body('x'))
+      await noneSeen.until(1)
+      t.same(await none.replay(['a'], noneEmpty), { found: false, head: only }, 'replay 0, one event: not found')
     })
 
     t.test('lastId() is an id before the first event for an empty log, then the newest id', async (t) => {
