@@ -219,6 +219,25 @@ t.test(
   }
 )
 
+t.test('a page rendered right after a burst resumes from lastId(): nothing from before it comes twice', async (t) => {
+  const prefix = uniquePrefix()
+  const a = await appFor(t, prefix)
+  // Concurrent publishes: lastId() is the newest publish, usually ahead of the instance's reader.
+  await Promise.all(Array.from({ length: 2000 }, (_, i) => a.app.sse.publish('burst', `<p>${i}</p>`)))
+  const renderedAt = (await a.app.sse.lastId()) as string
+  const page = await connect(`${a.base}/events?topics=burst&lastEventId=${encodeURIComponent(renderedAt)}`)
+  await until(() => a.app.sse.stats().topics.burst === 1)
+  const marker = await a.app.sse.publish('burst', '<p>marker</p>')
+  await until(() => page.events.at(-1)?.id === marker, 10_000, 'the marker')
+  t.same(
+    page.events.map((e) => e.id),
+    [marker],
+    'only what was published after the render'
+  )
+  page.close()
+  await drained(a.app)
+})
+
 t.test(
   'an instance stalled past the retention: its client gets every event in order, or a reset before a jump',
   async (t) => {
