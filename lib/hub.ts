@@ -97,12 +97,9 @@ export class Hub implements SinkOwner {
     let flowing = true
     let delivered = 0
     for (const sink of subscribers) {
-      if (sink.pending !== null) this.#hold(sink, event)
-      else if (sink.after !== null && this.#had(sink, event)) continue
-      else {
-        delivered++
-        if (!sink.write(frame)) flowing = false
-      }
+      if (sink.handoff !== null && !this.#passes(sink, event)) continue
+      delivered++
+      if (!sink.write(frame)) flowing = false
     }
     this.#metrics.delivered(delivered)
     if (!flowing) this.pressure = true
@@ -115,9 +112,8 @@ export class Hub implements SinkOwner {
     const frame = resetFrame(head)
     for (const sink of this.sinks) {
       if (sink.topics === null) continue
-      // A replay under way is dropped: its result no longer matches `pending`.
-      sink.pending = null
-      sink.after = null
+      // A replay under way is dropped: its result no longer matches the handoff.
+      sink.handoff = null
       sink.write(frame)
     }
   }
@@ -164,7 +160,7 @@ export class Hub implements SinkOwner {
     if (typeof topics === 'string') this.#leave(sink, topics)
     else if (topics !== null) for (const topic of topics) this.#leave(sink, topic)
     sink.topics = null
-    sink.pending = null
+    sink.handoff = null
     if (sink.clientKey !== null) {
       const left = this.clientCount(sink.clientKey) - 1
       if (left > 0) this.#clients.set(sink.clientKey, left)
@@ -196,7 +192,7 @@ export class Hub implements SinkOwner {
   /**
    * Subscribes `sink` to `topics` and, when it carries a `Last-Event-ID`, sends
    * what it missed first. Live events that arrive meanwhile wait in
-   * `sink.pending` (bounded by `maxBufferedBytes`); those the replay already
+   * `sink.handoff` (bounded by `maxBufferedBytes`); those the replay already
    * held are skipped by id.
    */
   open(sink: Sink, topics: readonly string[]): void {
@@ -207,12 +203,12 @@ export class Hub implements SinkOwner {
       return
     }
     const pending: Pending = { events: [], bytes: 0, dropped: null }
-    sink.pending = pending
+    sink.handoff = pending
     for (const topic of topics) this.subscribe(sink, topic)
     this.#broker.replay(topics, lastId).then(
       (replay) => {
         // The stream ended, or a gap reset it, while the replay was under way.
-        if (sink.pending !== pending) return
+        if (sink.handoff !== pending) return
         let last: string
         if (replay.found) {
           const n = replay.events.length
@@ -234,21 +230,10 @@ export class Hub implements SinkOwner {
           last = replay.head
           sink.write(resetFrame(replay.head))
         }
-        if (pending.dropped !== null && compareIds(pending.dropped, last) > 0) {
-          // Live events after the replay were let go while it was under way: the client
-          // comes back from `last` (what it has now) and resumes them.
-          sink.pending = null
-          this.#log.info(
-            { lastEventId: last },
-            'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was ended so its client resumes after the replay'
-          )
-          sink.endWithRetry(Math.floor(Math.random() * this.#options.resumeRetryMs), 'resume_overflow')
-          return
-        }
         this.#goLive(sink, last)
       },
       (err: unknown) => {
-        if (sink.pending !== pending) return
+        if (sink.handoff !== pending) return
         // Keep the client's position: it comes back with the same id, never a reset.
         this.#metrics.resumed('unavailable')
         this.#log.warn(
@@ -261,21 +246,29 @@ export class Hub implements SinkOwner {
   }
 
   /**
-   * Holds a live event for a stream whose replay is under way. Past
-   * `maxBufferedBytes` of them, all are let go and so is every later one: the
-   * replay, or the client's resume after it, brings them back (a hung replay
-   * holds no memory).
+   * Whether a live event goes to a stream in its resume handoff. While the
+   * replay is under way it is held instead, up to `maxBufferedBytes`; past that,
+   * all held events are let go and so is every later one (a hung replay holds no
+   * memory): the replay, or the client's resume after it, brings them back. Once
+   * live, events up to the id the handoff ended at are skipped (the broker had
+   * not delivered them yet); the first later one ends the handoff.
    */
-  #hold(sink: Sink, event: BrokerEvent): void {
-    const pending = sink.pending as Pending
-    if (pending.dropped === null) {
-      pending.events.push(event)
-      pending.bytes += event.frame.length
-      if (pending.bytes <= this.#options.maxBufferedBytes) return
-      pending.events = []
-      pending.bytes = 0
+  #passes(sink: Sink, event: BrokerEvent): boolean {
+    const handoff = sink.handoff as Pending | string
+    if (typeof handoff === 'string') {
+      if (compareIds(event.id, handoff) <= 0) return false
+      sink.handoff = null
+      return true
     }
-    pending.dropped = event.id
+    if (handoff.dropped === null) {
+      handoff.events.push(event)
+      handoff.bytes += event.frame.length
+      if (handoff.bytes <= this.#options.maxBufferedBytes) return false
+      handoff.events = []
+      handoff.bytes = 0
+    }
+    handoff.dropped = event.id
+    return false
   }
 
   #leave(sink: Sink, topic: string): void {
@@ -284,10 +277,23 @@ export class Hub implements SinkOwner {
     if (subscribers.size === 0) this.#topics.delete(topic)
   }
 
+  /**
+   * Ends the handoff of a stream whose replay (or reset) took it to `last`: the
+   * held live events after `last` go out, and later ones up to `last` will be
+   * skipped. If live events after `last` were let go, the stream ends with a
+   * hint instead, and its client resumes them from `last`.
+   */
   #goLive(sink: Sink, last: string | null): void {
-    const pending = sink.pending
-    sink.pending = null
-    if (pending === null) return
+    const pending = sink.handoff as Pending
+    if (last !== null && pending.dropped !== null && compareIds(pending.dropped, last) > 0) {
+      sink.handoff = null
+      this.#log.info(
+        { lastEventId: last },
+        'fastify-html-sse: live events held during a replay passed maxBufferedBytes; the stream was ended so its client resumes after the replay'
+      )
+      sink.endWithRetry(Math.floor(Math.random() * this.#options.resumeRetryMs), 'resume_overflow')
+      return
+    }
     let newer = last === null
     for (const event of pending.events) {
       if (newer || compareIds(event.id, last as string) > 0) {
@@ -295,16 +301,9 @@ export class Hub implements SinkOwner {
         sink.write(event.frame)
       }
     }
-    // The broker may not have delivered `last` yet (its reader lags the id the client
-    // resumed from): what it delivers up to `last` reaches this stream no more.
-    if (!newer) sink.after = last
-  }
-
-  /** Whether `event` is one the client had when it resumed; the first later one ends the check. */
-  #had(sink: Sink, event: BrokerEvent): boolean {
-    if (compareIds(event.id, sink.after as string) <= 0) return true
-    sink.after = null
-    return false
+    // Not newer: the broker may not have delivered `last` yet (its reader lags the id the
+    // client resumed from), and what it delivers up to `last` must not reach the stream.
+    sink.handoff = newer ? null : last
   }
 
   stats(): SseStats {

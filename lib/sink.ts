@@ -133,6 +133,13 @@ export function retryFrame(ms: number): string {
   return `event: retry\nretry: ${ms}\n\n`
 }
 
+/** The iterator of a source: its async one when it has both. */
+function iteratorOf(source: SseSource): Iterator<SseItem> | AsyncIterator<SseItem> {
+  return Symbol.asyncIterator in source
+    ? (source as AsyncIterable<SseItem>)[Symbol.asyncIterator]()
+    : (source as Iterable<SseItem>)[Symbol.iterator]()
+}
+
 /** Calls an iterator's `return()`, logging what it throws or rejects with. */
 function returnIterator(iterator: Iterator<unknown> | AsyncIterator<unknown>, log: FastifyBaseLogger): void {
   const failed = (err: unknown) => log.error({ err }, 'fastify-html-sse: the stream source threw while closing')
@@ -151,12 +158,9 @@ function returnIterator(iterator: Iterator<unknown> | AsyncIterator<unknown>, lo
  * nothing.
  */
 export function release(source: SseSource, log: FastifyBaseLogger): void {
-  let iterator: Iterator<unknown> | AsyncIterator<unknown>
+  let iterator: Iterator<SseItem> | AsyncIterator<SseItem>
   try {
-    iterator =
-      Symbol.asyncIterator in source
-        ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-        : (source as Iterable<unknown>)[Symbol.iterator]()
+    iterator = iteratorOf(source)
   } catch (err) {
     log.debug({ err }, 'fastify-html-sse: the source of a stream that did not open could not be released')
     return
@@ -198,14 +202,12 @@ export class Sink implements SseSink {
   readonly lastEventId: string | null
   /** @internal The topics this sink is subscribed to: none, one (most streams), or several. */
   topics: Topics = null
-  /** @internal Live events held back while a replay is under way; null when live. */
-  pending: Pending | null = null
   /**
-   * @internal Once live, events up to this id are skipped: the client has them
-   * already (it resumed from an id this instance's broker had not yet
-   * delivered). Cleared by the first later event.
+   * @internal The resume handoff: live events held while the replay is under
+   * way, then the id up to which live events are skipped (the client has them:
+   * it resumed from an id the broker had not yet delivered); null when live.
    */
-  after: string | null = null
+  handoff: Pending | string | null = null
   /** @internal Nothing was written since the last heartbeat tick. */
   idle = false
   /** @internal What counts as one client for `maxConnectionsPerClient`, or null. */
@@ -412,10 +414,7 @@ export class Sink implements SseSink {
         if (isThenable(made)) Promise.resolve(made).catch(() => {})
         throw new FST_ERR_HTML_SSE_SOURCE_INVALID(`a function returning ${describe(made)}`)
       }
-      iterator =
-        Symbol.asyncIterator in made
-          ? (made as AsyncIterable<SseItem>)[Symbol.asyncIterator]()
-          : (made as Iterable<SseItem>)[Symbol.iterator]()
+      iterator = iteratorOf(made)
     } catch (err) {
       this.#log.error({ err }, 'fastify-html-sse: the stream source could not be started; the stream was ended')
       this.end('error')
@@ -424,7 +423,7 @@ export class Sink implements SseSink {
     let finished = false
     // When the client leaves, return() runs the generator's `finally` now, not at its next yield.
     this.#stopSource = () => {
-      if (!finished) this.#returnSource(iterator)
+      if (!finished) returnIterator(iterator, this.#log)
     }
     let reason: CloseReason = 'server'
     try {
@@ -440,15 +439,11 @@ export class Sink implements SseSink {
       // After the client left, an abort inside the source is how it was told to stop.
       if (this.#closed) this.#log.debug({ err }, 'fastify-html-sse: the stream source threw after the stream closed')
       else this.#log.error({ err }, 'fastify-html-sse: the stream source threw; the stream was ended')
-      this.#returnSource(iterator)
+      returnIterator(iterator, this.#log)
     } finally {
       this.#stopSource = null
       if (this.topics === null || reason === 'error') this.end(reason)
     }
-  }
-
-  #returnSource(iterator: Iterator<SseItem> | AsyncIterator<SseItem>): void {
-    returnIterator(iterator, this.#log)
   }
 
   async #sendItem(value: unknown): Promise<boolean> {
