@@ -25,6 +25,23 @@ import type { Entry, StreamInfo } from './reply.js'
 import { entriesOf, entriesOfRead, field, streamInfoOf } from './reply.js'
 import type { RecentWindow } from './window.js'
 
+/** The answer to an `XINFO STREAM` command, decoded; null when the key does not exist. */
+export async function streamInfo(command: Promise<unknown>): Promise<StreamInfo | null> {
+  let reply: unknown
+  try {
+    reply = await command
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause ?? err
+    if (/no such key/i.test((cause as Error).message)) return null
+    throw err
+  }
+  try {
+    return streamInfoOf(reply)
+  } catch (err) {
+    throw unavailable((err as Error).message, err)
+  }
+}
+
 /** At most this many entries per `XREAD`. */
 export const BATCH = 1000
 /** Events delivered without yielding to I/O at most, even when every socket keeps up. */
@@ -290,22 +307,10 @@ export class StreamReader {
   }
 
   /** `XINFO STREAM`, or null when the key does not exist. */
-  async #info(client: RedisClient, bounded: boolean): Promise<StreamInfo | null> {
+  #info(client: RedisClient, bounded: boolean): Promise<StreamInfo | null> {
     const args = ['XINFO', 'STREAM', this.#options.key]
-    let reply: unknown
-    try {
-      // At start a frozen server must fail the start; later the socket timeout watches the reader.
-      reply = bounded ? await this.#conns.send(client, args) : await client.sendCommand(args)
-    } catch (err) {
-      const cause = (err as { cause?: unknown }).cause ?? err
-      if (/no such key/i.test((cause as Error).message)) return null
-      throw err
-    }
-    try {
-      return streamInfoOf(reply)
-    } catch (err) {
-      throw unavailable((err as Error).message, err)
-    }
+    // At start a frozen server must fail the start; later the socket timeout watches the reader.
+    return streamInfo(bounded ? this.#conns.send(client, args) : client.sendCommand(args))
   }
 
   /** Hands each entry to every listener, yielding to I/O whenever a socket is full. */

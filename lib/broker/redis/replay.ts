@@ -13,9 +13,9 @@ import type { BrokerEvent, BrokerReplay } from '../types.js'
 import { compareIds, parseId, withId } from '../types.js'
 import type { Connections } from './connection.js'
 import type { ResolvedOptions } from './options.js'
-import type { StreamReader } from './reader.js'
+import { type StreamReader, streamInfo } from './reader.js'
 import type { Entry } from './reply.js'
-import { entriesOf, field, streamInfoOf } from './reply.js'
+import { entriesOf, field } from './reply.js'
 import type { RecentWindow } from './window.js'
 
 /** A shared `XRANGE`: the events after an id up to `bound` (all topics), or null when the id is gone or too old. */
@@ -47,10 +47,9 @@ export class Replays {
 
   async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
     if (parseId(lastId) === null) return this.#notFound()
-    if (lastId === '0-0') return this.#fromStart(topics)
     const bound = this.#reader.running ? this.#reader.position : null
     if (bound !== null) {
-      if (lastId === bound && bound !== '0-0') return { found: true, events: [] }
+      if (lastId === bound) return { found: true, events: [] }
       if (compareIds(lastId, bound) > 0) {
         // Newer than what was delivered here: its events reach the stream live. It must exist, though.
         return (await this.#exists(lastId)) ? { found: true, events: [] } : this.#notFound()
@@ -83,33 +82,18 @@ export class Replays {
   }
 
   /**
-   * A replay from `0-0`, the position of a page rendered on an empty log:
-   * every event up to the reader's position, as long as none was ever removed
-   * and they fit in `replay`.
+   * The events after `0-0` (the id `lastId()` gives for an empty log) up to
+   * `bound`, when none was ever removed and they fit in `replay`.
    */
-  async #fromStart(topics: readonly string[]): Promise<BrokerReplay> {
-    const bound = this.#reader.running ? this.#reader.position : null
-    if (bound === '0-0') return { found: true, events: [] }
-    const all = bound === null ? null : this.#window.all()
-    const events = all !== null ? (all.length <= this.#options.replay ? all : null) : await this.#fetch('0-0', bound)
-    return events === null ? this.#notFound() : { found: true, events: only(events, topics) }
-  }
-
-  /** The events since the stream's start up to `bound`, when none was ever removed and they fit in `replay`. */
   async #rangeFromStart(bound: string | null): Promise<BrokerEvent[] | null> {
     const client = await this.#conns.commands()
     const key = this.#options.key
     const replay = this.#options.replay
     const range = await this.#conns.send(client, ['XRANGE', key, '-', bound ?? '+', 'COUNT', String(replay + 1)])
     // Asked after the range on the same connection: when nothing was ever removed, the range was whole.
-    let removed = 0
-    try {
-      const info = streamInfoOf(await this.#conns.send(client, ['XINFO', 'STREAM', key]))
-      removed = info.entriesAdded - info.length
-    } catch (err) {
-      if (!/no such key/i.test(String((err as { cause?: unknown }).cause ?? err))) throw err
-    }
+    const info = await streamInfo(this.#conns.send(client, ['XINFO', 'STREAM', key]))
     const entries = entriesOf(range)
+    const removed = info === null ? 0 : info.entriesAdded - info.length
     return removed > 0 || entries.length > replay ? null : this.#events(entries, 0)
   }
 

@@ -29,10 +29,7 @@ export class RecentWindow {
 
   /** Adds the newest delivered event; the oldest leaves once the window is full. */
   push(event: BrokerEvent): void {
-    if (this.#size === 0) {
-      this.#whole = false
-      return
-    }
+    if (this.#size === 0) return
     this.#at.set(event.id, this.#base + this.#events.length)
     this.#events.push(event)
     if (this.#events.length - this.#start > this.#size) {
@@ -57,9 +54,14 @@ export class RecentWindow {
 
   /**
    * The events after `id` (all topics, in order) when `id` is in the window,
-   * else null: the window cannot tell what followed it.
+   * else null: the window cannot tell what followed it. `0-0`, the position
+   * before the stream's first entry, is in the window while it holds the
+   * whole stream and no more entries than any other id can have after it.
    */
   after(id: string): BrokerEvent[] | null {
+    if (id === '0-0') {
+      return this.#whole && this.#events.length - this.#start < this.#size ? this.#events.slice(this.#start) : null
+    }
     const at = this.#at.get(id)
     if (at === undefined) return null
     return this.#events.slice(at - this.#base + 1)
@@ -68,11 +70,6 @@ export class RecentWindow {
   /** The reader starts at the stream's beginning: from now on the window holds all of it, until it is full. */
   fromStart(): void {
     this.#whole = this.#events.length === this.#start
-  }
-
-  /** Every event since the stream's start, when the window still holds them all; else null. */
-  all(): BrokerEvent[] | null {
-    return this.#whole ? this.#events.slice(this.#start) : null
   }
 
   /** Forgets every event: after a gap, what it held no longer leads to the next event. */
