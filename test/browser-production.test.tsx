@@ -3,7 +3,7 @@ import type { Browser, Page } from 'playwright-core'
 import t, { type Test } from 'tap'
 import htmlSse, { type Broker, type HtmlSseOptions, memoryBroker } from '../lib/index.js'
 import { forward, launchChromium, startProxy } from './helpers/browser.js'
-import { itemsPage } from './helpers/items-page.js'
+import { itemsOf, itemsPage } from './helpers/items-page.js'
 import { until } from './helpers/sse.js'
 
 const browser: Browser = await launchChromium()
@@ -74,8 +74,6 @@ function publisher(app: () => FastifyInstance) {
     }
   }
 }
-
-const itemsOf = (page: Page) => page.$$eval('#items .item', (els) => els.map((el) => el.textContent ?? ''))
 
 /** Publishes an end marker and checks the page shows items 1 to `last`, each once, in order, then it. */
 async function checkItems(t: Test, page: Page, last: number, what: string): Promise<void> {

@@ -3,7 +3,7 @@ import type { Page } from 'playwright-core'
 import t, { type Test } from 'tap'
 import htmlSse from '../lib/index.js'
 import { forward, launchChromium, startProxy } from './helpers/browser.js'
-import { itemsPage } from './helpers/items-page.js'
+import { itemsOf, itemsPage } from './helpers/items-page.js'
 import { until } from './helpers/sse.js'
 
 const browser = await launchChromium()
@@ -106,8 +106,6 @@ async function proxyTo(t: Test, target: string): Promise<Proxy> {
   }
   return proxy
 }
-
-const itemsOf = (page: Page) => page.$$eval('#items .item', (els) => els.map((el) => el.textContent ?? ''))
 
 /** Waits until the page shows an item numbered `n` or higher. */
 async function shows(page: Page, n: number): Promise<void> {

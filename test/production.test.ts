@@ -1,38 +1,8 @@
-/**
- * Running it in production: admission limits, stream lifetime, drain hints and
- * the write timeout, over real sockets.
- */
-import { request } from 'node:http'
 import { EventSource } from 'eventsource'
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { connect, listen, until } from './helpers/sse.js'
-
-interface Answer {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: string
-  /** Resolves when the server closed the connection. */
-  socketClosed: Promise<void>
-}
-
-/** A plain GET that reads the whole answer and notes when the server closes the socket. */
-function get(url: string, headers: Record<string, string> = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => {
-        body += chunk
-      })
-      const socketClosed = new Promise<void>((r) => res.socket.once('close', () => r()))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, socketClosed }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+import { answerOf, connect, listen, until } from './helpers/sse.js'
 
 test('maxConnections: past it 503 with a randomised Retry-After, the connection closed, no source, a closed sink', async (t) => {
   const { app, logs } = await makeApp({ maxConnections: 2 })
@@ -54,7 +24,7 @@ test('maxConnections: past it 503 with a randomised Retry-After, the connection 
   await b.waitFor(1)
   const retryAfter = new Set<string>()
   for (let i = 0; i < 30; i++) {
-    const answer = await get(`${base}/events`)
+    const answer = await answerOf(`${base}/events`)
     t.equal(answer.status, 503)
     t.equal(answer.headers.connection, 'close')
     const seconds = Number(answer.headers['retry-after'])
@@ -95,7 +65,7 @@ test('maxConnectionsPerClient with clientKey: past it 429, other clients unaffec
     await connect(`${base}/events`, { 'x-user': 'ann' }),
     await connect(`${base}/events`, { 'x-user': 'ann' })
   ]
-  const third = await get(`${base}/events`, { 'x-user': 'ann' })
+  const third = await answerOf(`${base}/events`, { headers: { 'x-user': 'ann' } })
   t.equal(third.status, 429)
   t.ok(Number(third.headers['retry-after']) >= 2)
   await third.socketClosed

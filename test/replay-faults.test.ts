@@ -14,21 +14,7 @@ import {
   memoryBroker
 } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { connect, listen, until } from './helpers/sse.js'
-
-interface Gate {
-  /** Lets the held replays go. */
-  open(): void
-  wait: Promise<void>
-}
-
-function gate(): Gate {
-  let open!: () => void
-  const wait = new Promise<void>((resolve) => {
-    open = resolve
-  })
-  return { open, wait }
-}
+import { connect, deferred, listen, until } from './helpers/sse.js'
 
 interface Wrapped {
   broker: Broker
@@ -96,10 +82,10 @@ test('a replay the broker cannot serve keeps the client position: the stream end
 })
 
 test('live events that race a slow replay are neither lost nor repeated', async (t) => {
-  const hold = gate()
+  const hold = deferred()
   const { broker } = wrapped(async (inner, topics, lastId) => {
     const result = await inner.replay(topics, lastId)
-    await hold.wait // live events arrive meanwhile
+    await hold.promise // live events arrive meanwhile
     return result
   })
   const { app } = await makeApp({ broker })
@@ -113,7 +99,7 @@ test('live events that race a slow replay are neither lost nor repeated', async 
   const client = await connect(`${base}/events`, { 'last-event-id': first })
   await until(() => app.sse.stats().topics.a === 1)
   await app.sse.publish('a', '<p>3</p>')
-  hold.open()
+  hold.resolve()
   await app.sse.publish('a', '<p>end</p>')
   await client.waitFor(3)
   await until(() => client.events.some((e) => e.data === '<p>end</p>'))
@@ -125,9 +111,9 @@ test('live events that race a slow replay are neither lost nor repeated', async 
 })
 
 test('a client that leaves during a slow replay is cleaned up, and the late replay writes nothing', async (t) => {
-  const hold = gate()
+  const hold = deferred()
   const wrap = wrapped(async (inner, topics, lastId) => {
-    await hold.wait
+    await hold.promise
     return inner.replay(topics, lastId)
   })
   const { app, logs } = await makeApp({ broker: wrap.broker })
@@ -142,16 +128,16 @@ test('a client that leaves during a slow replay is cleaned up, and the late repl
   client.close()
   await until(() => app.sse.stats().connections === 0)
   t.same({ ...app.sse.stats().topics }, {}, 'no topic keeps the closed stream')
-  hold.open()
+  hold.resolve()
   await until(() => wrap.answered() === 1, 5000, 'the replay to be answered')
   t.same({ ...app.sse.stats().topics }, {})
   t.same(errorsIn(logs), [])
 })
 
 test('a gap reported during a replay wins: the stream gets one reset with the head, then live events', async (t) => {
-  const hold = gate()
+  const hold = deferred()
   const wrap = wrapped(async (inner, topics, lastId) => {
-    await hold.wait
+    await hold.promise
     return inner.replay(topics, lastId)
   })
   const { app } = await makeApp({ broker: wrap.broker })
@@ -170,7 +156,7 @@ test('a gap reported during a replay wins: the stream gets one reset with the he
   const idle = await connect(`${base}/plain`)
   await until(() => app.sse.stats().topics.a === 2)
   wrap.gap()(second)
-  hold.open()
+  hold.resolve()
   await until(() => wrap.answered() === 1)
   await app.sse.publish('a', '<p>3</p>')
   await resuming.waitFor(2)
@@ -193,12 +179,12 @@ for (const early of [false, true]) {
     ? 'a replay taken before they arrived: the stream ends after it with a hint, and the client resumes the rest'
     : 'a replay that covers them: the stream goes live'
   test(`live events past maxBufferedBytes during a slow replay are let go, never the client; ${what}`, async (t) => {
-    const hold = gate()
+    const hold = deferred()
     const { broker } = wrapped(async (inner, topics, lastId) => {
       // `early`: the replay is read at once and answered late, like a Redis replay bounded
       // at its reader's position; otherwise it is read when it is answered.
       const read = early ? await inner.replay(topics, lastId) : null
-      await hold.wait
+      await hold.promise
       return read ?? inner.replay(topics, lastId)
     })
     const { app } = await makeApp({ broker, maxBufferedBytes: 16 * 1024, replay: 1000 })
@@ -215,7 +201,7 @@ for (const early of [false, true]) {
     // 20 KB while the replay is held: more than maxBufferedBytes.
     for (const html of expected) await app.sse.publish('a', html)
     t.equal(app.sse.stats().connections, 1, 'the client is still connected')
-    hold.open()
+    hold.resolve()
     if (early) {
       await client.ended
       t.same(client.events, [], 'the replay had nothing; the stream ended')

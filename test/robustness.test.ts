@@ -9,15 +9,7 @@ import { type AddressInfo, connect as netConnect } from 'node:net'
 import { test } from 'tap'
 import htmlSse, { FST_ERR_HTML_SSE_REGISTERED_TWICE, memoryBroker, type SseSink } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { connect, listen, parseAll, until } from './helpers/sse.js'
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void
-  const promise = new Promise<T>((r) => {
-    resolve = r
-  })
-  return { promise, resolve }
-}
+import { answerOf, connect, deferred, listen, parseAll, settles, until } from './helpers/sse.js'
 
 /** Collects unhandled rejections while a test runs (and keeps them from crashing the file). */
 function unhandled(t: { teardown(fn: () => void): void }): unknown[] {
@@ -28,15 +20,6 @@ function unhandled(t: { teardown(fn: () => void): void }): unknown[] {
     process.off('unhandledRejection', onRejection)
   })
   return seen
-}
-
-/** Fails instead of hanging when `promise` does not settle: a hang detector, not a timing assertion. */
-function settles<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle`)), 20_000)
-  })
-  return Promise.race([promise, hang]).finally(() => clearTimeout(timer))
 }
 
 test('a source whose iterator cannot be made ends its stream, is logged, and the server stays up', async (t) => {
@@ -86,7 +69,7 @@ test('a source whose iterator cannot be made ends its stream, is logged, and the
   t.teardown(() => app.close())
   for (const path of ['/locked', '/throws', '/function-throws', '/async-function', '/next-throws']) {
     const client = await connect(`${base}${path}`)
-    await settles(client.ended, `the stream of ${path}`)
+    await settles(client.ended, `the stream of ${path}`, 20_000)
     t.equal(client.res.statusCode, 200, `${path}: the stream opened`)
     t.same(client.events, [], `${path}: and ended without events`)
   }
@@ -132,7 +115,7 @@ test('a client that left before reply.sse() gets no stream: nothing registered, 
   const { sink, started } = await result.promise
   t.equal(started, false, 'the source function never ran')
   t.equal(sink.signal.aborted, true)
-  await settles(sink.closed, 'sink.closed')
+  await settles(sink.closed, 'sink.closed', 20_000)
   t.equal(await sink.send('<p>x</p>'), false)
   t.same(app.sse.stats().connections, 0)
   t.same({ ...app.sse.stats().topics }, {})
@@ -159,7 +142,7 @@ test('HTTP/2: a stream reset before reply.sse() gets no stream', async (t) => {
   stream.close(h2constants.NGHTTP2_CANCEL)
   const sink = await result.promise
   t.equal(sink.signal.aborted, true)
-  await settles(sink.closed, 'sink.closed')
+  await settles(sink.closed, 'sink.closed', 20_000)
   t.equal(app.sse.stats().connections, 0)
   t.same({ ...app.sse.stats().topics }, {})
   t.same(errorsIn(logs), [])
@@ -196,11 +179,11 @@ for (const forceCloseConnections of [undefined, true] as const) {
     if (forceCloseConnections) {
       // Fastify destroys every connection, in-flight requests included: the handler finds its client gone.
       await t.rejects(pending, /socket hang up/)
-      await settles(closed, 'app.close()')
+      await settles(closed, 'app.close()', 20_000)
     } else {
       const client = await pending
       await settles(client.ended, 'the late stream')
-      await settles(closed, 'app.close()')
+      await settles(closed, 'app.close()', 20_000)
       t.match(client.raw, /^event: retry\nretry: (\d+)\n\n$/)
       const hint = Number(/retry: (\d+)/.exec(client.raw)?.[1])
       t.ok(hint >= 0 && hint <= 1000, `the hint ${hint} is within [0, drainMs]`)
@@ -278,29 +261,12 @@ test('an iterator the route made is released when its stream does not open: HEAD
   const open = await connect(`${base}/events`)
   await until(() => app.sse.stats().connections === 1)
   t.equal(bus.listenerCount('tick'), 1, 'the open stream listens')
-  const status = (method: string) =>
-    new Promise<number | undefined>((resolve, reject) => {
-      const req = request(`${base}/events`, { method, agent: false }, (res) => {
-        res.resume()
-        res.on('end', () => resolve(res.statusCode))
-      })
-      req.on('error', reject)
-      req.end()
-    })
   for (let i = 0; i < 5; i++) {
-    t.equal(await status('GET'), 503, 'refused')
-    t.equal(await status('HEAD'), 200, 'HEAD')
+    t.equal((await answerOf(`${base}/events`)).status, 503, 'refused')
+    t.equal((await answerOf(`${base}/events`, { method: 'HEAD' })).status, 200, 'HEAD')
   }
   await until(() => returned === 10, 3000, 'every unopened source to be returned')
-  const locked = await new Promise<number | undefined>((resolve, reject) => {
-    const req = request(`${base}/locked`, { method: 'HEAD', agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-  t.equal(locked, 200, 'HEAD with a locked stream as the source')
+  t.equal((await answerOf(`${base}/locked`, { method: 'HEAD' })).status, 200, 'HEAD with a locked stream as the source')
   t.equal(bus.listenerCount('tick'), 1, 'only the open stream still listens')
   open.close()
   await until(() => bus.listenerCount('tick') === 0, 3000, 'the open stream to let go when its client leaves')

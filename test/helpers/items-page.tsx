@@ -1,5 +1,6 @@
 /** The page of the browser tests: a stream whose events are appended to `#items` (`hx-swap="beforeend"`). */
 import type { PropsWithChildren } from '@kitajs/html'
+import type { Page } from 'playwright-core'
 import { HtmxScripts, SseSource } from '../../components/index.js'
 
 export interface ItemsPageProps {
@@ -30,3 +31,6 @@ export async function itemsPage({
   )
   return `<!doctype html>${page}`
 }
+
+/** The texts of the items a page shows, in order. */
+export const itemsOf = (page: Page) => page.$$eval('#items .item', (els) => els.map((el) => el.textContent ?? ''))

@@ -160,3 +160,41 @@ export async function isSettled(promise: Promise<unknown>): Promise<boolean> {
   await new Promise((r) => setImmediate(r))
   return settled
 }
+
+/** What a plain request got back. */
+export interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+  /** Resolves when the server closed the connection. */
+  socketClosed: Promise<void>
+}
+
+/** A plain request (GET unless told) that reads the whole answer and notes when the server closes the socket. */
+export function answerOf(
+  url: string,
+  { method = 'GET', headers = {} }: { method?: string; headers?: Record<string, string> } = {}
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent: false, headers }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
+      const socketClosed = new Promise<void>((r) => res.socket.once('close', () => r()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, socketClosed }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** A promise and the function that resolves it: a test lets something go when it chooses. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => {
+    resolve = r
+  })
+  return { promise, resolve }
+}
