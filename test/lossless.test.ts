@@ -6,16 +6,11 @@
  * test/slow-client.test.ts.)
  */
 import { test } from 'tap'
-import { makeApp } from './helpers/app.js'
+import { makeApp, topicsApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
 test('an event larger than maxBufferedBytes reaches a reading client; a client that stopped reading is dropped', async (t) => {
-  const { app } = await makeApp({ maxBufferedBytes: 1024 * 1024 })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['huge'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['huge'], { maxBufferedBytes: 1024 * 1024 })
   const reader = await connect(`${base}/events`)
   const stopped = await connect(`${base}/events`)
   stopped.res.pause()
@@ -35,12 +30,7 @@ test('an event larger than maxBufferedBytes reaches a reading client; a client t
 })
 
 test('lastId() and the lastEventId query close the render-to-connect gap; the header wins over the query', async (t) => {
-  const { app } = await makeApp()
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['notes'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['notes'])
   // A page rendered before the first event: the empty log's id closes the gap too.
   const emptyAt = await app.sse.lastId()
   t.type(emptyAt, 'string', 'an empty log has an id: the position before the first event')

@@ -5,8 +5,8 @@
 import { metrics } from '@opentelemetry/api'
 import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { test } from 'tap'
-import { makeApp } from './helpers/app.js'
-import { connect, listen, until } from './helpers/sse.js'
+import { topicsApp } from './helpers/app.js'
+import { connect, until } from './helpers/sse.js'
 
 /** The SDK's pull-based reader: `collect()` on demand, nothing exported. */
 class TestReader extends MetricReader {
@@ -36,12 +36,7 @@ async function readMetrics(): Promise<Map<string, number>> {
 }
 
 test('the instruments count streams, refusals, events and resumes', async (t) => {
-  const { app } = await makeApp({ maxConnections: 3 })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['news'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['news'], { maxConnections: 3 })
   const first = await app.sse.publish('news', '<p>0</p>')
   const a = await connect(`${base}/events`)
   const b = await connect(`${base}/events`, { 'last-event-id': first })

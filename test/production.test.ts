@@ -1,7 +1,7 @@
 import { EventSource } from 'eventsource'
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
-import { errorsIn, makeApp } from './helpers/app.js'
+import { errorsIn, makeApp, topicsApp } from './helpers/app.js'
 import { answerOf, connect, listen, until } from './helpers/sse.js'
 
 test('maxConnections: past it 503 with a randomised Retry-After, the connection closed, no source, a closed sink', async (t) => {
@@ -169,12 +169,7 @@ test('drainMs: app.close() sends each stream a retry hint drawn from [0, drainMs
 })
 
 test('writeTimeoutMs: a client that accepts no bytes is dropped though under maxBufferedBytes; a reader gets everything', async (t) => {
-  const { app, logs } = await makeApp({ writeTimeoutMs: 200, maxBufferedBytes: 256 * 1024 * 1024 })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['big'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, logs, base } = await topicsApp(t, ['big'], { writeTimeoutMs: 200, maxBufferedBytes: 256 * 1024 * 1024 })
   const stalled = await connect(`${base}/events`)
   stalled.res.pause()
   stalled.res.socket.pause()

@@ -13,7 +13,7 @@ import {
   FST_ERR_HTML_SSE_BROKER_UNAVAILABLE,
   memoryBroker
 } from '../lib/index.js'
-import { errorsIn, makeApp } from './helpers/app.js'
+import { errorsIn, makeApp, topicsApp } from './helpers/app.js'
 import { connect, deferred, listen, until } from './helpers/sse.js'
 
 interface Wrapped {
@@ -53,12 +53,7 @@ test('a replay the broker cannot serve keeps the client position: the stream end
   const { broker } = wrapped((inner, topics, lastId) =>
     down ? Promise.reject(new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE('test outage')) : inner.replay(topics, lastId)
   )
-  const { app, logs } = await makeApp({ broker })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['a'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, logs, base } = await topicsApp(t, ['a'], { broker })
   const first = await app.sse.publish('a', '<p>1</p>')
   await app.sse.publish('a', '<p>2</p>')
 
@@ -88,12 +83,7 @@ test('live events that race a slow replay are neither lost nor repeated', async 
     await hold.promise // live events arrive meanwhile
     return result
   })
-  const { app } = await makeApp({ broker })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['a'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['a'], { broker })
   const first = await app.sse.publish('a', '<p>1</p>')
   await app.sse.publish('a', '<p>2</p>')
   const client = await connect(`${base}/events`, { 'last-event-id': first })
@@ -116,12 +106,7 @@ test('a client that leaves during a slow replay is cleaned up, and the late repl
     await hold.promise
     return inner.replay(topics, lastId)
   })
-  const { app, logs } = await makeApp({ broker: wrap.broker })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['a'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, logs, base } = await topicsApp(t, ['a'], { broker: wrap.broker })
   const first = await app.sse.publish('a', '<p>1</p>')
   const client = await connect(`${base}/events`, { 'last-event-id': first })
   await until(() => app.sse.stats().connections === 1)
@@ -187,12 +172,7 @@ for (const early of [false, true]) {
       await hold.promise
       return read ?? inner.replay(topics, lastId)
     })
-    const { app } = await makeApp({ broker, maxBufferedBytes: 16 * 1024, replay: 1000 })
-    app.get('/events', (_req, reply) => {
-      reply.sse({ topics: ['a'] })
-    })
-    const base = await listen(app)
-    t.teardown(() => app.close())
+    const { app, base } = await topicsApp(t, ['a'], { broker, maxBufferedBytes: 16 * 1024, replay: 1000 })
     const first = await app.sse.publish('a', '<p>0</p>')
     const client = await connect(`${base}/events`, { 'last-event-id': first })
     await until(() => app.sse.stats().topics.a === 1)
@@ -264,12 +244,7 @@ test('a resume from an id the broker has not delivered yet: what it delivers up 
     },
     close: () => inner.close()
   }
-  const { app } = await makeApp({ broker })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['a'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['a'], { broker })
   await app.sse.publish('a', '<p>1</p>')
   flush()
   const ids = []
@@ -291,12 +266,7 @@ test('a resume from an id the broker has not delivered yet: what it delivers up 
 
 test('a broker with no id for an empty log (head null): one reset with an empty id, then live events', async (t) => {
   const { broker } = wrapped(async () => ({ found: false, head: null }))
-  const { app } = await makeApp({ broker })
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['a'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['a'], { broker })
   const client = await connect(`${base}/events`, { 'last-event-id': '1-1' })
   await until(() => app.sse.stats().topics.a === 1 && client.events.length === 1, 3000, 'the reset')
   const live = await app.sse.publish('a', '<p>live</p>')

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
-import { errorsIn, makeApp } from './helpers/app.js'
+import { errorsIn, makeApp, topicsApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
 test('a client that stops reading is shed past maxBufferedBytes; the others get every event', async (t) => {
@@ -58,12 +58,7 @@ test('a client that stops reading is shed past maxBufferedBytes; the others get 
 
 for (const maxBufferedBytes of [undefined, 64 * 1024]) {
   test(`a burst of awaited publishes never sheds a client that keeps reading (maxBufferedBytes: ${maxBufferedBytes ?? 'default'}, smaller than the burst)`, async (t) => {
-    const { app } = await makeApp(maxBufferedBytes === undefined ? {} : { maxBufferedBytes })
-    app.get('/events', (_req, reply) => {
-      reply.sse({ topics: ['burst'] })
-    })
-    const base = await listen(app)
-    t.teardown(() => app.close())
+    const { app, base } = await topicsApp(t, ['burst'], maxBufferedBytes === undefined ? {} : { maxBufferedBytes })
     const clients = await Promise.all([1, 2, 3].map(() => connect(`${base}/events`)))
     await until(() => app.sse.stats().topics.burst === 3)
     const count = 20_000

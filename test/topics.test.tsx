@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
-import { errorsIn, makeApp } from './helpers/app.js'
+import { errorsIn, makeApp, topicsApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
 function Note({ text }: { text: string }) {
@@ -110,12 +110,7 @@ test('subscribe() and unsubscribe() change topics of an open stream; a source wi
 })
 
 test('publish refuses bad input with coded errors and never corrupts a stream', async (t) => {
-  const { app } = await makeApp()
-  app.get('/events', (_req, reply) => {
-    reply.sse({ topics: ['t'] })
-  })
-  const base = await listen(app)
-  t.teardown(() => app.close())
+  const { app, base } = await topicsApp(t, ['t'])
   const client = await connect(`${base}/events`)
   await until(() => app.sse.stats().connections === 1)
   await t.rejects(app.sse.publish('', 'x'), { code: 'FST_ERR_HTML_SSE_TOPIC_INVALID' })

@@ -1,6 +1,8 @@
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Test } from 'tap'
 import htmlSse, { type HtmlSseOptions } from '../../lib/index.js'
+import { listen } from './sse.js'
 
 /** A log record as pino writes it. */
 export interface LogLine {
@@ -30,3 +32,21 @@ export async function makeApp(
 
 /** Log lines at error level or above. */
 export const errorsIn = (logs: LogLine[]) => logs.filter((l) => l.level >= 50)
+
+/**
+ * `makeApp` with `GET /events` streaming `topics` (resuming after a
+ * `Last-Event-ID`), listening on 127.0.0.1; closed at teardown.
+ */
+export async function topicsApp(
+  t: Test,
+  topics: readonly string[],
+  options: HtmlSseOptions = {}
+): Promise<{ app: FastifyInstance; logs: LogLine[]; base: string }> {
+  const { app, logs } = await makeApp(options)
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  return { app, logs, base }
+}
