@@ -4,7 +4,7 @@
 //   node bench/metrics.mjs [--rounds 5] [--clients 1000] [--events 100000]
 
 import { Side } from './side.mjs'
-import { checked, median, pairs, ratio, save, scenario } from './stats.mjs'
+import { checked, median, paired, pairs, ratio, save, scenario } from './stats.mjs'
 
 const { o, ours, log } = await scenario('metrics', { rounds: 5, clients: 1000, events: 100000 })
 const n = o.clients
@@ -21,11 +21,10 @@ for (const s of sides) {
 const res = { eps: [[], [], []], cpu: [[], [], []] }
 for (let r = 0; r < o.rounds; r++) {
   log(`round ${r + 1}/${o.rounds}`)
-  // Each round in another order, so that no server is always first.
-  for (const i of [0, 1, 2].map((j) => (j + r) % 3)) {
-    const got = await sides[i].burst(k)
-    res.eps[i].push(got.eps)
-    res.cpu[i].push(got.cpu)
+  const got = await paired(r, (i) => sides[i].burst(k), sides.length)
+  for (const i of [0, 1, 2]) {
+    res.eps[i].push(got[i].eps)
+    res.cpu[i].push(got[i].cpu)
   }
 }
 const recorded = await sides[1].server.rpc('metrics')

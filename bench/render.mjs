@@ -26,7 +26,7 @@ const REPORTS = {
 }
 
 /** 1,234 for large numbers, 12.3 / 1.23 for small ones. */
-export function fmt(n) {
+function fmt(n) {
   if (typeof n !== 'number') return n == null ? '–' : String(n)
   if (!Number.isFinite(n)) return '–'
   const digits = Math.abs(n) >= 100 || Number.isInteger(n) ? 0 : Math.abs(n) >= 10 ? 1 : 2

@@ -39,14 +39,17 @@ export function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]
 }
 
-/** [await fn(0), await fn(1)], run in that order on even rounds and the other way on odd ones, so drift hits both. */
-export async function paired(round, fn) {
-  if (round % 2 === 0) {
-    const x = await fn(0)
-    return [x, await fn(1)]
+/**
+ * [await fn(0), …, await fn(sides - 1)], each round starting at another side
+ * (two sides: 0 then 1 on even rounds, 1 then 0 on odd ones), so drift hits all.
+ */
+export async function paired(round, fn, sides = 2) {
+  const out = []
+  for (let j = 0; j < sides; j++) {
+    const i = (j + round) % sides
+    out[i] = await fn(i)
   }
-  const y = await fn(1)
-  return [await fn(0), y]
+  return out
 }
 
 /** Total busy CPU time of the machine (ms), from /proc/stat. */
