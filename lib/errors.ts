@@ -95,6 +95,14 @@ export const FST_ERR_HTML_SSE_PUBLISH_ID = createError<[]>(
   TypeError
 )
 
+/** `publish()` or `lastId()` got a `transaction` the broker cannot honour. */
+export const FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED = createError<[string]>(
+  'FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED',
+  `${P} %s`,
+  500,
+  TypeError
+)
+
 /** The broker is closed or cannot reach its backend. */
 export const FST_ERR_HTML_SSE_BROKER_UNAVAILABLE = createError<[string]>(
   'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE',

@@ -4,9 +4,12 @@ export type {
   Broker,
   BrokerEvent,
   BrokerGapListener,
+  BrokerLastIdOptions,
   BrokerListener,
   BrokerLogger,
-  BrokerReplay
+  BrokerPublishOptions,
+  BrokerReplay,
+  TransactionClient
 } from './broker/types.js'
 export { compareIds } from './broker/types.js'
 export * from './errors.js'
@@ -16,6 +19,7 @@ export {
   default,
   fastifyHtmlSse,
   type HtmlSseOptions,
+  type LastIdOptions,
   type PublishOptions,
   type SseHub,
   type SseReplyOptions

@@ -7,12 +7,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { DEFAULT_ASSETS_PREFIX, serveAssets } from './assets.js'
 import { checkReplay, memoryBroker } from './broker/memory.js'
-import type { Broker } from './broker/types.js'
+import type { Broker, TransactionClient } from './broker/types.js'
 import {
   FST_ERR_HTML_SSE_OPTION_INVALID,
   FST_ERR_HTML_SSE_PUBLISH_ID,
   FST_ERR_HTML_SSE_REGISTERED_TWICE,
-  FST_ERR_HTML_SSE_SOURCE_INVALID
+  FST_ERR_HTML_SSE_SOURCE_INVALID,
+  FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED
 } from './errors.js'
 import { checkRetry, describe, frameBody, type Html, isThenable, type SseMessageOptions } from './frame.js'
 import { checkTopic, Hub, type SseStats } from './hub.js'
@@ -74,7 +75,22 @@ export interface SseReplyOptions {
 }
 
 /** Options of `app.sse.publish()`. */
-export type PublishOptions = Omit<SseMessageOptions, 'id'>
+export type PublishOptions = Omit<SseMessageOptions, 'id'> & {
+  /**
+   * The app's database client inside its open transaction: the event is written
+   * there and reaches streams iff the transaction commits (Postgres broker only).
+   */
+  transaction?: TransactionClient | undefined
+}
+
+/** Options of `app.sse.lastId()`. */
+export interface LastIdOptions {
+  /**
+   * The app's client inside a transaction: the resume point matching what that
+   * transaction sees (render in REPEATABLE READ, then take this; Postgres broker only).
+   */
+  transaction?: TransactionClient | undefined
+}
 
 /** `app.sse`: publish to topics and read counters. */
 export interface SseHub {
@@ -96,7 +112,7 @@ export interface SseHub {
    * state, take `lastId()`, and pass it to `<SseSource lastEventId>`: the stream's
    * first connection resumes from it, so nothing published in between is lost.
    */
-  lastId(): Promise<string | null>
+  lastId(options?: LastIdOptions): Promise<string | null>
   /** Open streams, subscribers per topic, events published, streams dropped. */
   stats(): SseStats
 }
@@ -197,6 +213,23 @@ function isGone(res: FastifyReply['raw']): boolean {
     res.writableEnded ||
     (res as { stream?: { destroyed?: boolean } }).stream?.destroyed === true
   )
+}
+
+/** A `transaction` option: undefined, or a client for a broker that takes one. */
+function checkTransaction(broker: Broker, transaction: unknown): TransactionClient | undefined {
+  if (transaction === undefined) return undefined
+  if (broker.transactional !== true) {
+    throw new FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED(
+      'this broker cannot publish inside a transaction (only postgresBroker can); publish after the commit, or use fastify-html-sse/postgres'
+    )
+  }
+  const query = (transaction as { query?: unknown } | null)?.query
+  if (transaction === null || typeof transaction !== 'object' || typeof query !== 'function') {
+    throw new FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED(
+      `options.transaction must be a database client inside an open transaction, got ${describe(transaction)}`
+    )
+  }
+  return transaction as TransactionClient
 }
 
 const defaultClientKey = (request: FastifyRequest): string => request.ip
@@ -348,8 +381,11 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       checkTopic(topic)
       if ((options as SseMessageOptions | undefined)?.id !== undefined) throw new FST_ERR_HTML_SSE_PUBLISH_ID()
       if (options?.retry !== undefined) checkRetry(options.retry)
+      const transaction = checkTransaction(broker, options?.transaction)
       const body = frameBody(isThenable(html) ? await html : html, event, options?.retry)
-      const id = await broker.publish(topic, body)
+      const id = await (transaction === undefined
+        ? broker.publish(topic, body)
+        : broker.publish(topic, body, { transaction }))
       hub.published++
       metrics.published()
       if (hub.pressure) {
@@ -360,7 +396,10 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       }
       return id
     },
-    lastId: () => broker.lastId(),
+    async lastId(options?: LastIdOptions): Promise<string | null> {
+      const transaction = checkTransaction(broker, options?.transaction)
+      return transaction === undefined ? broker.lastId() : broker.lastId({ transaction })
+    },
     stats: () => hub.stats()
   } satisfies SseHub)
 

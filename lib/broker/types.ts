@@ -67,10 +67,38 @@ export type BrokerListener = (event: BrokerEvent) => unknown
 /** Told that events were skipped: `head` is the newest id; delivery goes on after it. */
 export type BrokerGapListener = (head: string | null) => void
 
+/**
+ * A database client inside a transaction the app opened (a `pg` `PoolClient`
+ * after `BEGIN`, say). Typed structurally, so the main entry needs no driver types.
+ */
+export interface TransactionClient {
+  query: (...args: never[]) => unknown
+}
+
+/** What `app.sse.publish()` hands the broker besides the frame. */
+export interface BrokerPublishOptions {
+  /**
+   * Write the event inside this transaction: it reaches streams iff the
+   * transaction commits. Only a broker with `transactional: true` takes it.
+   */
+  transaction?: TransactionClient | undefined
+}
+
+/** What `app.sse.lastId()` hands the broker. */
+export interface BrokerLastIdOptions {
+  /** The resume point that matches what this transaction sees (a REPEATABLE READ render). */
+  transaction?: TransactionClient | undefined
+}
+
 /** A broker: where published events travel. See the module comment for the rules. */
 export interface Broker {
-  /** Appends an event; resolves to its id once it is in the log. */
-  publish(topic: string, body: string): Promise<string>
+  /**
+   * True when `publish` and `lastId` honour `options.transaction`; the plugin
+   * refuses a transaction with `FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED` otherwise.
+   */
+  readonly transactional?: boolean
+  /** Appends an event; resolves to its id once it is in the log (for a transaction: once written in it). */
+  publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string>
   /**
    * The events of `topics` after `lastId`, or `found: false` when `lastId` is
    * unknown or expired. Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when
@@ -79,7 +107,7 @@ export interface Broker {
    */
   replay(topics: readonly string[], lastId: string): Promise<BrokerReplay>
   /** The newest id in the log; for an empty log, an id before the first event (or null). Rejects with `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE` when it cannot tell. */
-  lastId(): Promise<string | null>
+  lastId(options?: BrokerLastIdOptions): Promise<string | null>
   /** Starts delivering live events to `listener`; `onGap` is told when events had to be skipped. */
   listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void>
   /** Stops delivering to `listener`. */
