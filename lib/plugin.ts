@@ -145,6 +145,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 /** A refused client is told to come back after 2 to 10 s, so refused clients do not return in lockstep. */
 const RETRY_AFTER_MIN_S = 2
 const RETRY_AFTER_SPREAD_S = 9
+/** A refused SSE client's `retry:` hint is drawn from [1 s, 5 s]: spread, and soon enough for a page. */
+const REFUSED_RETRY_MIN_MS = 1000
+const REFUSED_RETRY_SPREAD_MS = 4000
 /** The `retry:` hint at the end of a lifetime, or after a failed resume, is drawn from `[0, this)`. */
 const RECONNECT_SPREAD_MS = 1000
 
@@ -232,6 +235,17 @@ function checkTransaction(broker: Broker, transaction: unknown): TransactionClie
   return transaction as TransactionClient
 }
 
+/** The request asks for an event stream (an EventSource, htmx-ext-sse and htmx 4's hx-sse all say so). */
+function acceptsEventStream(request: FastifyRequest): boolean {
+  const accept = request.headers.accept
+  return typeof accept === 'string' && accept.includes('text/event-stream')
+}
+
+/** Closes the HTTP/2 session a response belongs to (a no-op over HTTP/1). */
+export function closeSessionOf(res: FastifyReply['raw']): void {
+  ;(res as { stream?: { session?: { close(): void } | undefined } | undefined }).stream?.session?.close()
+}
+
 const defaultClientKey = (request: FastifyRequest): string => request.ip
 
 async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<void> {
@@ -270,10 +284,23 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   await broker.listen(hub.deliver, hub.gap)
   brokerUsers.set(broker, (brokerUsers.get(broker) ?? 0) + 1)
 
-  /** Answers a refused stream with `status` and a randomised `Retry-After`, and closes its connection. */
+  /**
+   * Refuses a stream past a limit. An SSE client (its `Accept` names
+   * `text/event-stream`) gets an event stream that carries only a `retry:` hint
+   * drawn from a window and ends: every client turns that into a timed
+   * reconnect that keeps its place (an EventSource and htmx-ext-sse reconnect
+   * with their Last-Event-ID, htmx 4's `hx-sse` retries a stream it has), while
+   * a 503/429 status ends an EventSource and an htmx 4 stream for good, and
+   * browsers ignore `Retry-After`. Other clients get `status` with a randomised
+   * `Retry-After`. Either way the connection closes after the answer.
+   */
   function refuse(reply: FastifyReply, status: 429 | 503, reason: RefuseReason): void {
     hub.refused++
     metrics.refused(reason)
+    if (acceptsEventStream(reply.request)) {
+      endAtOnce(reply, REFUSED_RETRY_MIN_MS + Math.floor(Math.random() * (REFUSED_RETRY_SPREAD_MS + 1)))
+      return
+    }
     reply
       .code(status)
       .header('retry-after', String(RETRY_AFTER_MIN_S + Math.floor(Math.random() * RETRY_AFTER_SPREAD_S)))
@@ -284,8 +311,20 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       .send(status === 503 ? 'too many event streams on this server' : 'too many event streams from this client')
   }
 
-  /** Writes the stream's head, hooks' headers kept. */
-  function writeHead(reply: FastifyReply): void {
+  /**
+   * Answers with an event stream that carries only a `retry:` hint of `ms` and
+   * ends, and lets its connection go: over HTTP/1 the head says
+   * `connection: close`, so no idle keep-alive socket is left behind (one would
+   * hold `app.close()`); over HTTP/2, during shutdown, the session is closed.
+   */
+  function endAtOnce(reply: FastifyReply, ms: number): void {
+    writeHead(reply, true)
+    reply.raw.end(retryFrame(ms))
+    if (hub.closing) closeSessionOf(reply.raw)
+  }
+
+  /** Writes the stream's head, hooks' headers kept; `last`: the connection closes after this response. */
+  function writeHead(reply: FastifyReply, last = false): void {
     // Write the head ourselves (see sink.ts for why the reply is hijacked).
     reply.hijack()
     const head: OutgoingHttpHeaders = {
@@ -295,6 +334,8 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       // nginx and some other proxies buffer responses unless told not to.
       'x-accel-buffering': 'no'
     }
+    // HTTP/2 has no connection header.
+    if (last && reply.request.raw.httpVersionMajor < 2) head.connection = 'close'
     // Both HTTP/1 and HTTP/2 responses take (status, headers).
     ;(reply.raw as ServerResponse).writeHead(200, head)
   }
@@ -345,8 +386,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     }
     // Shutdown began while the handler was awaiting: tell the client where to go and end.
     if (hub.closing) {
-      writeHead(this)
-      res.end(retryFrame(Math.floor(Math.random() * (drainMs + 1))))
+      endAtOnce(this, Math.floor(Math.random() * (drainMs + 1)))
       return closedSink()
     }
     if (hub.sinks.size >= maxConnections) {

@@ -79,6 +79,55 @@ test('maxConnectionsPerClient with clientKey: past it 429, other clients unaffec
   for (const client of [...ann, bob, again]) client.close()
 })
 
+test('a refused SSE client gets a stream that only says when to come back, so every client retries in place', async (t) => {
+  const { app, logs } = await makeApp({ maxConnections: 1 })
+  let started = 0
+  app.get('/events', (_req, reply) => {
+    reply.sse(
+      async function* (s) {
+        started++
+        await new Promise((resolve) => s.signal.addEventListener('abort', resolve))
+      },
+      { topics: ['feed'] }
+    )
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const holder = await connect(`${base}/events`)
+  await until(() => app.sse.stats().connections === 1)
+  const hints = new Set<number>()
+  for (let i = 0; i < 20; i++) {
+    const refused = await answerOf(`${base}/events`, { headers: { accept: 'text/event-stream' } })
+    t.equal(refused.status, 200, 'an event stream every client reads')
+    t.match(refused.headers['content-type'], /^text\/event-stream/)
+    t.equal(refused.headers.connection, 'close', 'no idle keep-alive socket is left')
+    const match = /^event: retry\nretry: (\d+)\n\n$/.exec(refused.body)
+    t.ok(match, `only a retry hint: ${JSON.stringify(refused.body)}`)
+    const ms = Number(match?.[1])
+    t.ok(ms >= 1000 && ms <= 5000, `the hint ${ms} is in [1000, 5000]`)
+    hints.add(ms)
+    await refused.socketClosed
+  }
+  t.ok(hints.size > 10, 'the hints are spread')
+  t.equal(started, 1, 'a refused stream starts no source')
+  t.equal(app.sse.stats().refused, 20, 'refusals are counted')
+
+  // A hand-written EventSource refused at its first connect comes back by itself once a place frees.
+  const first = await app.sse.publish('feed', '<p>before</p>')
+  const received: string[] = []
+  const source = new EventSource(`${base}/events?lastEventId=${encodeURIComponent(first)}`)
+  t.teardown(() => source.close())
+  source.addEventListener('message', (event) => received.push(event.data))
+  await until(() => app.sse.stats().refused === 21, 10_000, 'the EventSource to be refused')
+  await app.sse.publish('feed', '<p>while refused</p>')
+  holder.close()
+  await until(() => received.length === 1, 15_000, 'the refused EventSource to resume')
+  await app.sse.publish('feed', '<p>live</p>')
+  await until(() => received.length === 2, 5000, 'the live event')
+  t.same(received, ['<p>while refused</p>', '<p>live</p>'], 'it resumed from its id: nothing missed, nothing twice')
+  t.same(errorsIn(logs), [])
+})
+
 test('maxLifetimeMs: the stream ends after a retry hint and its EventSource resumes with no gap and no duplicate', async (t) => {
   const { app } = await makeApp({ maxLifetimeMs: 250 })
   let opened = 0
