@@ -42,7 +42,25 @@ export const NO_METRICS: Metrics = {
   resumed: noop
 }
 
-type Api = typeof import('@opentelemetry/api')
+/**
+ * The parts of `@opentelemetry/api` used here, described structurally so the
+ * published declarations name no optional peer: a strict project without the
+ * API (`skipLibCheck: false`) still compiles. `loadMetrics` assigns the real
+ * module to it, so a change in the API fails this package's own type check.
+ */
+export interface MetricsApi {
+  readonly metrics: {
+    getMeter(name: string): {
+      createCounter(name: string, options?: { description?: string }): MetricsCounter
+      createUpDownCounter(name: string, options?: { description?: string }): MetricsCounter
+    }
+  }
+}
+
+/** A counter of the API: `add` with optional attributes. */
+export interface MetricsCounter {
+  add(value: number, attributes?: Readonly<Record<string, string>>): void
+}
 
 /** One attribute object per value, made once: recording allocates nothing. */
 function attributes<K extends string, V extends string>(key: K, values: readonly V[]): Record<V, Record<K, V>> {
@@ -66,7 +84,7 @@ const REFUSE_REASONS: readonly RefuseReason[] = ['max_connections', 'max_connect
 const OUTCOMES: readonly ResumeOutcome[] = ['replayed', 'reset', 'unavailable']
 
 /** Instruments on the global MeterProvider's `fastify-html-sse` meter. */
-export function meterMetrics(api: Api): Metrics {
+export function meterMetrics(api: MetricsApi): Metrics {
   const meter = api.metrics.getMeter(METER_NAME)
   const open = meter.createUpDownCounter('sse.streams.open', { description: 'Open event streams' })
   const opened = meter.createCounter('sse.streams.opened', { description: 'Event streams opened' })
@@ -104,7 +122,7 @@ export function meterMetrics(api: Api): Metrics {
 
 /** The instruments, or `NO_METRICS` when `@opentelemetry/api` is not installed. */
 export async function loadMetrics(): Promise<Metrics> {
-  let api: Api
+  let api: MetricsApi
   try {
     api = await import('@opentelemetry/api')
   } catch {

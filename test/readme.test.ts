@@ -101,7 +101,8 @@ function freshProject(): string {
         jsx: 'react-jsx',
         jsxImportSource: '@kitajs/html',
         types: ['node'],
-        skipLibCheck: true,
+        // TypeScript's default: the package's own declarations are checked as well.
+        skipLibCheck: false,
         outDir: 'out',
         rootDir: 'src'
       },
