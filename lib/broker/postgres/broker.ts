@@ -1,0 +1,199 @@
+/**
+ * The Postgres broker: one table is the ordered log that serves live delivery
+ * and replay, and a publish is one `INSERT` on the app's own connection, inside
+ * its transaction when it gives one: the event reaches streams iff that
+ * transaction commits. This file ties the parts together and publishes; each
+ * concern has its own file: `options.ts`, `connection.ts` (ownership, deadlines),
+ * `schema.ts` (the tables, the statements, the order), `reader.ts` (LISTEN, the
+ * poll, pacing, gaps, retention), `replay.ts` (resume and the newest id).
+ */
+import { RecentWindow } from '../redis/window.js'
+import type {
+  Broker,
+  BrokerGapListener,
+  BrokerLastIdOptions,
+  BrokerListener,
+  BrokerLogger,
+  BrokerPublishOptions,
+  BrokerReplay
+} from '../types.js'
+import { compareIds } from '../types.js'
+import { Database, unavailable } from './connection.js'
+import type { PostgresBrokerLogger, PostgresBrokerOptions } from './options.js'
+import { resolveOptions } from './options.js'
+import { LogReader, LogState } from './reader.js'
+import { Replays } from './replay.js'
+import { type Statements, statements } from './schema.js'
+
+/** The broker `postgresBroker` returns. */
+export interface PostgresBroker extends Broker {
+  readonly transactional: true
+  /** Reports outages to `logger` unless the `logger` option was given (the plugin calls this with `app.log`). */
+  useLogger(logger: PostgresBrokerLogger): void
+}
+
+const processLogger: BrokerLogger = {
+  info() {},
+  warn(obj, msg) {
+    process.emitWarning(msg, { code: 'FST_HTML_SSE_POSTGRES', detail: describeLog(obj) })
+  },
+  error(obj, msg) {
+    process.emitWarning(msg, { code: 'FST_HTML_SSE_POSTGRES', detail: describeLog(obj) })
+  }
+}
+
+function describeLog(obj: object): string {
+  const err = (obj as { err?: unknown }).err
+  return err instanceof Error ? err.message : ''
+}
+
+const UNDEFINED_TABLE = '42P01'
+
+class PostgresLogBroker implements PostgresBroker {
+  readonly transactional = true
+  readonly #options: ReturnType<typeof resolveOptions>
+  readonly #db: Database
+  readonly #sql: Statements
+  readonly #state = new LogState()
+  readonly #reader: LogReader
+  readonly #replays: Replays
+  #log: PostgresBrokerLogger
+  #ready: Promise<void> | null = null
+  #started: Promise<void> | null = null
+  /** The newest id this instance published and committed itself. */
+  #published: string | null = null
+  #closing: Promise<void> | null = null
+
+  constructor(options: PostgresBrokerOptions) {
+    const resolved = resolveOptions(options)
+    this.#options = resolved
+    this.#log = resolved.logger ?? processLogger
+    const log = () => this.#log
+    this.#db = new Database(resolved)
+    this.#sql = statements(resolved)
+    const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
+    this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, log)
+    this.#replays = new Replays(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
+  }
+
+  useLogger(logger: PostgresBrokerLogger): void {
+    if (this.#options.logger === undefined) this.#log = logger
+  }
+
+  async publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
+    await this.#setUp()
+    const transaction = options?.transaction
+    const values = [topic, body, this.#options.table]
+    const reply = await this.#tableMissing(
+      transaction === undefined
+        ? this.#db.query(this.#sql.publish, values)
+        : this.#db.inTransaction(transaction, this.#sql.publish, values)
+    )
+    const row = reply.rows[0] as { id: string; epoch: string } | undefined
+    if (row === undefined) throw unavailable('the INSERT returned no id')
+    const id = `${row.epoch}-${row.id}`
+    // Only a publish this broker committed itself is known to be in the log.
+    if (transaction === undefined && (this.#published === null || compareIds(id, this.#published) > 0)) {
+      this.#published = id
+    }
+    return id
+  }
+
+  async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
+    if (this.#closing !== null) throw unavailable('it is closed')
+    await this.#setUp()
+    return this.#replays.replay(topics, lastId)
+  }
+
+  async lastId(options?: BrokerLastIdOptions): Promise<string | null> {
+    if (this.#closing !== null) throw unavailable('it is closed')
+    await this.#setUp()
+    const transaction = options?.transaction
+    return transaction === undefined ? this.#replays.lastId(this.#published) : this.#replays.lastIdIn(transaction)
+  }
+
+  async listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void> {
+    if (this.#closing !== null) throw unavailable('it is closed')
+    if (this.#started === null) {
+      const started = this.#setUp().then(() => this.#reader.start())
+      this.#started = started
+      started.catch(() => {
+        if (this.#started === started) this.#started = null
+      })
+    }
+    await this.#started
+    this.#reader.add(listener, onGap)
+  }
+
+  unlisten(listener: BrokerListener): Promise<void> {
+    this.#reader.remove(listener)
+    return Promise.resolve()
+  }
+
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#shutdown()
+    return this.#closing
+  }
+
+  async #shutdown(): Promise<void> {
+    await this.#reader.stop()
+    await this.#db.close()
+  }
+
+  /** Reads the epoch, creating the tables first when they are missing; once, retried after a failure. */
+  #setUp(): Promise<void> {
+    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
+    if (this.#ready === null) {
+      const ready = (async () => {
+        let reply: { rows: readonly unknown[] }
+        try {
+          reply = await this.#db.query(this.#sql.epoch)
+        } catch (err) {
+          if ((err as { cause?: { code?: string } }).cause?.code !== UNDEFINED_TABLE) throw err
+          await this.#db.query(this.#sql.create)
+          reply = await this.#db.query(this.#sql.epoch)
+        }
+        const epoch = Number((reply.rows[0] as { epoch: string } | undefined)?.epoch)
+        if (!Number.isSafeInteger(epoch)) throw unavailable(`${this.#options.table}_meta holds no epoch`)
+        this.#state.epoch = epoch
+      })()
+      this.#ready = ready
+      ready.catch(() => {
+        if (this.#ready === ready) this.#ready = null
+      })
+    }
+    return this.#ready
+  }
+
+  /** A query that failed because the table is gone makes the next call create it again. */
+  async #tableMissing<T>(query: Promise<T>): Promise<T> {
+    try {
+      return await query
+    } catch (err) {
+      if ((err as { cause?: { code?: string } }).cause?.code === UNDEFINED_TABLE) this.#ready = null
+      throw err
+    }
+  }
+}
+
+/**
+ * A broker for several instances that share a PostgreSQL database: events are
+ * rows of one table, written by `publish` inside the app's transaction when it
+ * passes `{ transaction: client }`, so streams get them iff it commits, on every
+ * instance, in one order. A `pool` you pass is left open; one it makes is ended
+ * on close. Every query is bounded by `commandTimeoutMs`; an instance that falls
+ * more than `retentionMs` behind sends its streams a `reset` rather than skip.
+ *
+ * @example
+ * ```ts
+ * import pg from 'pg'
+ * import htmlSse from 'fastify-html-sse'
+ * import { postgresBroker } from 'fastify-html-sse/postgres'
+ *
+ * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL })
+ * await app.register(htmlSse, { broker: postgresBroker({ pool }) })
+ * ```
+ */
+export function postgresBroker(options: PostgresBrokerOptions = {}): PostgresBroker {
+  return new PostgresLogBroker(options)
+}

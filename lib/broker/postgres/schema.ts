@@ -1,0 +1,67 @@
+/**
+ * The tables and the statements. One table holds the log: `id` from a
+ * sequence, `topic`, `body` (the frame without its id line) and `at` (the
+ * database's clock, for retention). `<table>_meta` holds one row: `epoch` (the
+ * table's creation time, the `<a>` of every id, so an id of a recreated table is
+ * never taken for one of this table) and `trimmed` (the newest id retention ever
+ * removed: a reader whose position is older than it may have missed events).
+ *
+ * The order. Sequence values are handed out at insert, not at commit, so a
+ * reader that reads `id > position` could pass an id whose transaction commits
+ * later. A publish therefore takes a transaction-level advisory lock before its
+ * `nextval`, held until its transaction ends: publishers are serialized from
+ * their publish to their commit, so ids become visible in id order. PostgreSQL
+ * makes a transaction visible before it releases its locks, so every snapshot
+ * sees a prefix of the log (ids left by rollbacks aside, which never come back):
+ * a reader never passes an event that commits later, and `max(id)` in a
+ * transaction's snapshot is exactly the resume point of what it sees.
+ */
+import type { ResolvedOptions } from './options.js'
+
+/** The advisory lock class of this package ('FHSS'); the table's name hash is the key. */
+const LOCK_CLASS = 1179144019
+
+/** The SQL of one broker, built once from its checked table name. */
+export interface Statements {
+  /** Returns the epoch; fails with 42P01 when the tables are missing. */
+  readonly epoch: string
+  /** Creates what is missing, serialized between instances (several statements, no parameters). */
+  readonly create: string
+  /** $1 topic, $2 body, $3 channel: takes the order lock, inserts, notifies at commit; returns the id. */
+  readonly publish: string
+  /** $1 after id, $2 limit: the state row and the events after an id, in one snapshot. */
+  readonly read: string
+  /** $1 from id (inclusive), $2 bound, $3 limit: `trimmed` and the rows from an id. */
+  readonly range: string
+  /** $1 limit: the newest rows, newest first. */
+  readonly newest: string
+  /** The newest id (null for an empty log) and the epoch. */
+  readonly head: string
+  /** $1 retention in ms: removes older events (never the newest) and raises `trimmed`. */
+  readonly trim: string
+}
+
+export function statements(options: ResolvedOptions): Statements {
+  const { log, meta, seq, at } = options.sql
+  const table = options.table.replace(/'/g, "''")
+  return {
+    epoch: `SELECT epoch::text FROM ${meta}`,
+    create: [
+      'BEGIN',
+      `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('create:${table}'))`,
+      `CREATE TABLE IF NOT EXISTS ${log} (id bigint PRIMARY KEY, topic text NOT NULL, body text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+      `CREATE INDEX IF NOT EXISTS ${at} ON ${log} (at)`,
+      `CREATE SEQUENCE IF NOT EXISTS ${seq}`,
+      `CREATE TABLE IF NOT EXISTS ${meta} (one boolean PRIMARY KEY DEFAULT true CHECK (one), epoch bigint NOT NULL, trimmed bigint NOT NULL DEFAULT 0)`,
+      `INSERT INTO ${meta} (epoch) VALUES ((extract(epoch FROM clock_timestamp()) * 1000)::bigint) ON CONFLICT DO NOTHING`,
+      'COMMIT'
+    ].join(';\n'),
+    // OFFSET 0 keeps the lock in its own subquery, evaluated before nextval: the lock comes first.
+    publish: `WITH e AS (INSERT INTO ${log} (id, topic, body) SELECT nextval('${seq.replace(/'/g, "''")}'), $1, $2 FROM (SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${table}')) OFFSET 0) l RETURNING id) SELECT id::text, (SELECT epoch FROM ${meta})::text AS epoch, pg_notify($3, id::text) FROM e`,
+    read: `SELECT m.epoch::text, m.trimmed::text, e.id::text, e.topic, e.body FROM ${meta} m LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id > $1 ORDER BY id LIMIT $2) e ON true ORDER BY e.id`,
+    range: `SELECT m.trimmed::text, e.id::text, e.topic, e.body FROM ${meta} m LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3) e ON true ORDER BY e.id`,
+    newest: `SELECT id::text, topic, body FROM ${log} ORDER BY id DESC LIMIT $1`,
+    head: `SELECT (SELECT max(id) FROM ${log})::text AS head, (SELECT epoch FROM ${meta})::text AS epoch`,
+    trim: `WITH d AS (DELETE FROM ${log} WHERE at < clock_timestamp() - make_interval(secs => $1::double precision / 1000) AND id < (SELECT max(id) FROM ${log}) RETURNING id) UPDATE ${meta} SET trimmed = greatest(trimmed, (SELECT max(id) FROM d)) WHERE EXISTS (SELECT 1 FROM d) RETURNING trimmed::text`
+  }
+}

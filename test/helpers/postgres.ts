@@ -1,0 +1,131 @@
+/**
+ * PostgreSQL for tests: a database of its own per test file on the server of
+ * `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test), dropped at
+ * teardown; a TCP proxy in front of it that the test can stop; an app instance
+ * wired to it.
+ */
+import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
+import Fastify, { type FastifyInstance } from 'fastify'
+import pg from 'pg'
+import type { Test } from 'tap'
+import { type PostgresBrokerOptions, postgresBroker } from '../../lib/broker/postgres.js'
+import htmlSse from '../../lib/index.js'
+import { listen } from './sse.js'
+
+/** The server the tests use; each file makes and drops a database of its own on it. */
+export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+/** A table name of its own for one test. */
+export function uniqueTable(): string {
+  return `t_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+}
+
+/** `url` with another database (and optionally another host:port). */
+export function withDatabase(url: string, database: string, port?: number): string {
+  const u = new URL(url)
+  u.pathname = `/${database}`
+  if (port !== undefined) {
+    u.hostname = '127.0.0.1'
+    u.port = String(port)
+  }
+  return u.toString()
+}
+
+/** Makes a database of its own for this test file; dropped at teardown. */
+export async function privateDatabase(t: Test): Promise<{ url: string; name: string; port: number }> {
+  const name = `fhs_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  const admin = new pg.Client({ connectionString: ADMIN_URL })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  t.teardown(async () => {
+    const again = new pg.Client({ connectionString: ADMIN_URL })
+    await again.connect()
+    await again.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await again.end()
+  })
+  const u = new URL(ADMIN_URL)
+  return { url: withDatabase(ADMIN_URL, name), name, port: Number(u.port || 5432) }
+}
+
+/** A TCP proxy to PostgreSQL that the test can make silent (a frozen server or a dead path) and cut. */
+export interface PgProxy {
+  port: number
+  /** Stops forwarding in both directions; connections stay open and new ones are accepted but silent. */
+  stop(): void
+  /** Forwards again, new connections included (what was held while stopped is dropped with its sockets). */
+  resume(): void
+  /** Closes every connection (a restart or a dropped link, as the client sees it). */
+  cut(): void
+  /** Connections accepted so far. */
+  readonly accepted: number
+}
+
+export async function pgProxy(t: Test, target: { host?: string; port: number }): Promise<PgProxy> {
+  let forwarding = true
+  let accepted = 0
+  const pairs = new Set<[Socket, Socket]>()
+  const server = createServer((client) => {
+    accepted++
+    const upstream = tcpConnect(target.port, target.host ?? '127.0.0.1')
+    const pair: [Socket, Socket] = [client, upstream]
+    pairs.add(pair)
+    const drop = () => {
+      client.destroy()
+      upstream.destroy()
+      pairs.delete(pair)
+    }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+    client.on('data', (chunk) => {
+      if (forwarding) upstream.write(chunk)
+    })
+    upstream.on('data', (chunk) => {
+      if (forwarding) client.write(chunk)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const proxy: PgProxy = {
+    port: (server.address() as AddressInfo).port,
+    stop() {
+      forwarding = false
+    },
+    resume() {
+      // What arrived while silent is gone: those connections are broken now, as after a partition.
+      for (const [a, b] of pairs) {
+        a.destroy()
+        b.destroy()
+      }
+      pairs.clear()
+      forwarding = true
+    },
+    cut() {
+      for (const [a, b] of pairs) {
+        a.destroy()
+        b.destroy()
+      }
+      pairs.clear()
+    },
+    get accepted() {
+      return accepted
+    }
+  }
+  t.teardown(() => {
+    proxy.cut()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return proxy
+}
+
+/** An app instance on the Postgres broker with `GET /events?topics=a,b`, listening on 127.0.0.1; closed at teardown. */
+export async function pgApp(t: Test, options: PostgresBrokerOptions): Promise<{ app: FastifyInstance; base: string }> {
+  const app = Fastify({ logger: false })
+  await app.register(htmlSse, { heartbeatMs: 0, broker: postgresBroker(options) })
+  app.get('/events', (req, reply) => {
+    const topics = String((req.query as { topics?: string }).topics ?? 'a').split(',')
+    reply.sse({ topics })
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  return { app, base }
+}
