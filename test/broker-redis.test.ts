@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { createClient, RESP_TYPES } from 'redis'
 import t from 'tap'
 import { redisBroker } from '../lib/broker/redis.js'
-import type { BrokerEvent } from '../lib/broker/types.js'
+import type { BrokerEvent, BrokerReplay } from '../lib/broker/types.js'
 import htmlSse from '../lib/index.js'
 import { brokerContract } from './helpers/broker-contract.js'
 import { privateRedis, recordingLogger, uniquePrefix } from './helpers/redis.js'
@@ -234,6 +234,50 @@ t.test('replays while the reader is mid-batch: bounded at what it delivered', as
     2,
     'the old id from the window, one XRANGE per newer id checked'
   )
+})
+
+t.test('concurrent resumes of ids newer than the reader position share one XRANGE per id', async (t) => {
+  const prefix = uniquePrefix()
+  const key = `${prefix}log`
+  const old = String(await admin.sendCommand(['XADD', key, '*', 't', 'a', 'b', 'data: old\n\n']))
+  const broker = redisBroker({ url, prefix })
+  t.teardown(() => broker.close())
+  const now = Number(old.split('-')[0]) + 1
+  const x = `${now}-0`
+  const y = `${now}-1`
+  const never = `${now + 1000}-0`
+  const many = (id: string) => Array.from({ length: 2000 }, () => broker.replay(['a'], id))
+  let storm: Promise<[BrokerReplay[], BrokerReplay[]]> | undefined
+  await broker.listen((event) => {
+    // While X is delivered, Y (in the same batch) is newer than the reader's position: a reconnect
+    // storm of clients that got Y from another instance, and of clients with an id Redis never had.
+    if (event.id === x) storm = Promise.all([Promise.all(many(y)), Promise.all(many(never))])
+  })
+  const before = await calls('xrange')
+  await admin
+    .multi()
+    .addCommand(['XADD', key, x, 't', 'a', 'b', 'data: x\n\n'])
+    .addCommand(['XADD', key, y, 't', 'a', 'b', 'data: y\n\n'])
+    .exec()
+  await until(() => storm !== undefined, 5000, 'the storm')
+  const [newer, unknown] = await (storm as Promise<[BrokerReplay[], BrokerReplay[]]>)
+  t.equal(
+    (await calls('xrange')).calls - before.calls,
+    2,
+    '4,000 concurrent resumes of two ids newer than the position: one XRANGE per id'
+  )
+  t.ok(
+    newer.every((r) => r.found && r.events.length === 0),
+    'each resume of the id Redis has: found, its events come live'
+  )
+  t.ok(
+    unknown.every((r) => !r.found && r.head === y),
+    'each resume of the id Redis never had: a reset at the reader position'
+  )
+  // Shared while the command runs, not remembered: a later resume asks again.
+  const again = await calls('xrange')
+  t.same(await broker.replay(['a'], never), { found: false, head: y }, 'a later resume of the unknown id')
+  t.equal((await calls('xrange')).calls - again.calls, 1, 'is checked afresh')
 })
 
 t.test('a reader that fell behind the trimmed stream calls onGap with the head, then goes on', async (t) => {

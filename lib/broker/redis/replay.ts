@@ -7,7 +7,8 @@
  * answered from the recent window when the window holds the id (no Redis
  * command), from `XRANGE <lastId> <position>` otherwise; concurrent replays of
  * one id share that command (a reconnect storm after a deploy asks the same
- * ids many times).
+ * ids many times). An id newer than the position only needs to exist; the
+ * concurrent checks of one such id share their `XRANGE <id> <id>` too.
  */
 import type { BrokerEvent, BrokerReplay } from '../types.js'
 import { compareIds, parseId, withId } from '../types.js'
@@ -37,6 +38,8 @@ export class Replays {
   readonly #window: RecentWindow
   readonly #options: ResolvedOptions
   readonly #inFlight = new Map<string, Fetch>()
+  /** Existence checks of ids newer than the position, by id, while their command runs. */
+  readonly #checks = new Map<string, Promise<boolean>>()
 
   constructor(conns: Connections, reader: StreamReader, window: RecentWindow, options: ResolvedOptions) {
     this.#conns = conns
@@ -97,7 +100,22 @@ export class Replays {
     return removed > 0 || entries.length > replay ? null : this.#events(entries, 0)
   }
 
-  async #exists(id: string): Promise<boolean> {
+  /** Whether `id` is an entry; concurrent checks of one id share one command. */
+  #exists(id: string): Promise<boolean> {
+    let check = this.#checks.get(id)
+    if (check === undefined) {
+      const started = this.#lookup(id)
+      check = started
+      this.#checks.set(id, started)
+      const done = () => {
+        if (this.#checks.get(id) === started) this.#checks.delete(id)
+      }
+      started.then(done, done)
+    }
+    return check
+  }
+
+  async #lookup(id: string): Promise<boolean> {
     const client = await this.#conns.commands()
     return entriesOf(await this.#conns.send(client, ['XRANGE', this.#options.key, id, id])).length > 0
   }
