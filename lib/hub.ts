@@ -9,7 +9,7 @@ import { compareIds } from './broker/types.js'
 import { FST_ERR_HTML_SSE_TOPIC_INVALID } from './errors.js'
 import { describe, sseMessage } from './frame.js'
 import type { Metrics } from './metrics.js'
-import type { CloseReason, Pending, Sink, SinkOwner, Topics } from './sink.js'
+import type { CloseReason, Pending, Sink, SinkOwner, Topics, WatchLimits } from './sink.js'
 
 /** What `app.sse.stats()` returns. */
 export interface SseStats {
@@ -47,8 +47,14 @@ export function checkTopic(topic: unknown): asserts topic is string {
 
 /** How often sinks with unsent bytes are checked for progress, at most. */
 const WATCH_MS = 250
-/** A backlog over `maxBufferedBytes` that grows for this long (in checks) cannot catch up. */
-const FALLING_MS = 2000
+/**
+ * Over `maxBufferedBytes`, a client that accepts no byte for this long stopped
+ * reading. A kernel takes a slow reader's bytes in steps (on loopback about
+ * 1.4 MB at a time), so this must outlast a step at the slowest rate served.
+ */
+const STALL_MS = 3000
+/** The trend window: a backlog over `maxBufferedBytes` whose low point rises two windows in a row cannot catch up. */
+const WINDOW_MS = 2000
 
 export class Hub implements SinkOwner {
   readonly sinks = new Set<Sink>()
@@ -62,7 +68,7 @@ export class Hub implements SinkOwner {
   readonly #metrics: Metrics
   readonly #options: HubOptions
   readonly #watchMs: number
-  readonly #fallingChecks: number
+  readonly #limits: WatchLimits
   #heartbeat: NodeJS.Timeout | null = null
   #watchTimer: NodeJS.Timeout | null = null
   published = 0
@@ -80,7 +86,12 @@ export class Hub implements SinkOwner {
     this.#options = options
     this.#watchMs =
       options.writeTimeoutMs > 0 ? Math.max(5, Math.min(WATCH_MS, Math.floor(options.writeTimeoutMs / 4))) : WATCH_MS
-    this.#fallingChecks = Math.ceil(FALLING_MS / this.#watchMs)
+    this.#limits = {
+      maxBufferedBytes: options.maxBufferedBytes,
+      writeTimeoutMs: options.writeTimeoutMs,
+      stallMs: options.writeTimeoutMs > 0 ? Math.min(STALL_MS, options.writeTimeoutMs) : STALL_MS,
+      windowMs: WINDOW_MS
+    }
     if (options.heartbeatMs > 0) {
       this.#heartbeat = setInterval(() => {
         for (const sink of this.sinks) sink.heartbeat()
@@ -179,9 +190,8 @@ export class Hub implements SinkOwner {
 
   readonly #check = (): void => {
     const now = Date.now()
-    const { maxBufferedBytes, writeTimeoutMs } = this.#options
     for (const sink of this.#watched) {
-      if (!sink.check(now, maxBufferedBytes, writeTimeoutMs, this.#fallingChecks)) this.#watched.delete(sink)
+      if (!sink.check(now, this.#limits)) this.#watched.delete(sink)
     }
     if (this.#watched.size === 0 && this.#watchTimer !== null) {
       clearInterval(this.#watchTimer)
@@ -295,12 +305,15 @@ export class Hub implements SinkOwner {
       return
     }
     let newer = last === null
+    let written = 0
     for (const event of pending.events) {
       if (newer || compareIds(event.id, last as string) > 0) {
         newer = true
+        written++
         sink.write(event.frame)
       }
     }
+    this.#metrics.delivered(written)
     // Not newer: the broker may not have delivered `last` yet (its reader lags the id the
     // client resumed from), and what it delivers up to `last` must not reach the stream.
     sink.handoff = newer ? null : last

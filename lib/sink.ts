@@ -77,7 +77,7 @@ export interface Pending {
 }
 
 /** What the progress watch remembers of a sink whose bytes wait. */
-interface Watch {
+export interface Watch {
   /** Bytes handed to the response since the watch began. */
   written: number
   /** The response's unsent bytes when the watch began. */
@@ -86,10 +86,25 @@ interface Watch {
   flushed: number
   /** When bytes last moved. */
   progressAt: number
-  /** Unsent bytes at the last check. */
-  lastUnsent: number
-  stalledChecks: number
-  fallingChecks: number
+  /** When the current trend window began. */
+  windowAt: number
+  /** The fewest unsent bytes seen in the current window. */
+  floor: number
+  /** The floor of the previous window (Infinity before the first ends). */
+  lastFloor: number
+  /** Windows in a row whose floor rose over `maxBufferedBytes`. */
+  rising: number
+}
+
+/** What the watch judges by, from the plugin's options. */
+export interface WatchLimits {
+  maxBufferedBytes: number
+  /** 0: never. */
+  writeTimeoutMs: number
+  /** Over `maxBufferedBytes` with no byte accepted this long: the client stopped reading. */
+  stallMs: number
+  /** The trend window: a backlog whose floor rises two windows in a row cannot catch up. */
+  windowMs: number
 }
 
 /** What a sink needs from the hub that owns it. */
@@ -110,6 +125,12 @@ interface Queued {
 }
 
 const HEARTBEAT = Buffer.from(':\n')
+/**
+ * A frame or replay larger than this goes to the socket in slices of it, each
+ * after the last drained: the bytes a slow reader accepts then show as
+ * progress, where one large write would show none until it completed.
+ */
+export const SLICE_BYTES = 64 * 1024
 const kSinkOfResponse = Symbol('fastify-html-sse.sink-of-response')
 
 function onResponseClose(this: RawReply): void {
@@ -131,6 +152,50 @@ function byteLength(chunk: string | Buffer): number {
  */
 export function retryFrame(ms: number): string {
   return `event: retry\nretry: ${ms}\n\n`
+}
+
+/** An HTTP/2 session, as far as the sink needs it. */
+interface Session {
+  close(): void
+  destroy(): void
+}
+
+/** The HTTP/2 session of a response, or undefined over HTTP/1; read it before the stream ends. */
+function sessionOf(res: RawReply): Session | undefined {
+  return (res as { stream?: { session?: Session | undefined } | undefined }).stream?.session
+}
+
+/** What the progress watch concludes at one check. */
+type Verdict = 'reading' | 'dropped' | 'write_timeout'
+
+/**
+ * The progress watch's rules, pure: updates `watch` with one check's reading
+ * (`waiting`: the response's unsent bytes; `unsent`: those and the sink's
+ * queue) and says whether the client still reads. Chunked encoding adds bytes
+ * that were never counted as written, so while nothing moves `flushed` only
+ * falls: it never shows progress that did not happen.
+ */
+export function judge(watch: Watch, now: number, waiting: number, unsent: number, limits: WatchLimits): Verdict {
+  const flushed = watch.written - (waiting - watch.waitingAtStart)
+  if (flushed > watch.flushed) {
+    watch.flushed = flushed
+    watch.progressAt = now
+  }
+  const idleMs = now - watch.progressAt
+  const over = unsent > limits.maxBufferedBytes
+  if (over && idleMs >= limits.stallMs) return 'dropped'
+  if (unsent < watch.floor) watch.floor = unsent
+  if (now - watch.windowAt >= limits.windowMs) {
+    // Its low point rose over the cap: the backlog grows faster than the client takes it.
+    const rose = watch.floor > limits.maxBufferedBytes && watch.floor > watch.lastFloor
+    watch.rising = rose ? watch.rising + 1 : 0
+    watch.lastFloor = watch.floor
+    watch.floor = unsent
+    watch.windowAt = now
+    if (watch.rising >= 2) return 'dropped'
+  }
+  if (limits.writeTimeoutMs > 0 && idleMs >= limits.writeTimeoutMs) return 'write_timeout'
+  return 'reading'
 }
 
 /** The iterator of a source: its async one when it has both. */
@@ -217,6 +282,8 @@ export class Sink implements SseSink {
   readonly #owner: SinkOwner
   readonly #log: FastifyBaseLogger
   #closed = false
+  /** Its last frame (a retry hint) waits behind unsent bytes; nothing else is taken. */
+  #ending = false
   /** The last write found the socket over its high-water mark; cleared on 'drain'. */
   #full = false
   #drainHooked = false
@@ -292,19 +359,34 @@ export class Sink implements SseSink {
   }
 
   /**
-   * @internal Ends the stream after a `retry:` hint of `retryMs` (drain, lifetime,
-   * a broker outage during resume); drops the connection when unsent bytes would
-   * hold it open.
+   * @internal Ends the stream after a `retry:` hint of `retryMs` (drain,
+   * lifetime, a broker outage during resume, a resume overflow). Bytes still
+   * waiting go first and the hint after them: a client that keeps reading gets
+   * everything, then the hint, then the end (a client that stopped is dropped
+   * by the progress watch as usual). At shutdown nothing may hold `app.close()`:
+   * a stream with unsent bytes is dropped instead, and its HTTP/2 session closed.
    */
   endWithRetry(retryMs: number, reason: CloseReason): void {
-    if (this.#closed) return
-    // At shutdown, unsent bytes would hold app.close() open; otherwise only a full socket is given up.
-    const stuck = reason === 'shutdown' ? this.#res.writableLength > 0 : this.#full
-    if (!stuck && this.#head === this.#queue.length) this.#write(retryFrame(retryMs))
-    this.end(reason, stuck)
-    // On Node < 24 an HTTP/2 server waits for idle sessions (Fastify closes them only with
-    // forceCloseConnections: true): let the session that carried this stream go once it is done.
-    if (reason === 'shutdown') (this.#res as { stream?: { session?: { close(): void } } }).stream?.session?.close()
+    if (this.#closed || this.#ending) return
+    const frame = retryFrame(retryMs)
+    if (reason === 'shutdown') {
+      const session = sessionOf(this.#res)
+      const stuck = this.#res.writableLength > 0 || this.#head < this.#queue.length
+      if (!stuck) this.#write(frame)
+      this.end(reason, stuck)
+      // An HTTP/2 server waits for its sessions (Fastify closes them only with
+      // forceCloseConnections: true): let this one go, at once if its client stopped reading.
+      if (stuck) session?.destroy()
+      else session?.close()
+      return
+    }
+    if (this.#head === this.#queue.length && !this.#full) {
+      this.#write(frame)
+      this.end(reason)
+      return
+    }
+    this.#ending = true
+    this.#enqueue(frame, () => this.end(reason))
   }
 
   /**
@@ -326,27 +408,29 @@ export class Sink implements SseSink {
    * socket is over its high-water mark (the caller may yield to let it drain).
    */
   write(chunk: Buffer | string): boolean {
-    if (this.#closed) return true
+    if (this.#closed || this.#ending) return true
     this.idle = false
-    if (this.#head === this.#queue.length) {
+    if (this.#head === this.#queue.length && !this.#full && byteLength(chunk) <= SLICE_BYTES) {
       if (this.#write(chunk)) return true
       this.#markFull()
     } else {
       this.#enqueue(chunk, null)
+      if (!this.#full) this.#flush()
     }
     return false
   }
 
   /** @internal Writes a frame of this stream's own, waiting while the socket is full. */
   sendFrame(frame: string): Promise<boolean> {
-    if (this.#closed) return NOT_SENT
+    if (this.#closed || this.#ending) return NOT_SENT
     this.idle = false
-    if (this.#head === this.#queue.length && !this.#full) {
+    if (this.#head === this.#queue.length && !this.#full && byteLength(frame) <= SLICE_BYTES) {
       if (!this.#write(frame)) this.#markFull()
       return SENT
     }
     return new Promise((resolve) => {
       this.#enqueue(frame, resolve)
+      if (!this.#full) this.#flush()
     })
   }
 
@@ -359,16 +443,17 @@ export class Sink implements SseSink {
   }
 
   /**
-   * @internal Called by the hub's watch timer while bytes wait. A client that
-   * accepts no bytes for two checks while more than `maxBufferedBytes` wait
-   * stopped reading; one whose backlog stays over it and keeps growing for
-   * `fallingChecks` checks reads slower than the stream and cannot catch up;
-   * one that accepts nothing for `writeTimeoutMs` (0: never) is stalled. Each is
+   * @internal Called by the hub's watch timer while bytes wait; progress is
+   * judged in bytes the socket accepted (large writes go in slices). A client
+   * over `maxBufferedBytes` that accepts no byte for `stallMs` stopped
+   * reading; one whose backlog stays over it and whose low point rises two
+   * windows in a row reads slower than the stream and cannot catch up; one that
+   * accepts nothing for `writeTimeoutMs` (0: never) is stalled. Each is
    * dropped: its browser reconnects and resumes. A client that keeps reading is
    * never shed, whatever one frame, burst or replay weighs.
    * Returns whether the sink still needs watching.
    */
-  check(now: number, maxBufferedBytes: number, writeTimeoutMs: number, fallingChecks: number): boolean {
+  check(now: number, limits: WatchLimits): boolean {
     const watch = this.#watch
     if (this.#closed || watch === null) return false
     const waiting = this.#res.writableLength
@@ -377,26 +462,13 @@ export class Sink implements SseSink {
       this.#watch = null
       return false
     }
-    // Chunked encoding adds bytes that were never counted as written, so while
-    // nothing moves this only falls: it never shows progress that did not happen.
-    const flushed = watch.written - (waiting - watch.waitingAtStart)
-    if (flushed > watch.flushed) {
-      watch.flushed = flushed
-      watch.progressAt = now
-      watch.stalledChecks = 0
-    } else {
-      watch.stalledChecks++
-    }
-    const over = unsent > maxBufferedBytes
-    watch.fallingChecks =
-      over && watch.lastUnsent > maxBufferedBytes && unsent >= watch.lastUnsent ? watch.fallingChecks + 1 : 0
-    watch.lastUnsent = unsent
-    if ((over && watch.stalledChecks >= 2) || watch.fallingChecks >= fallingChecks) {
+    const verdict = judge(watch, now, waiting, unsent, limits)
+    if (verdict === 'dropped') {
       this.#log.info('fastify-html-sse: a client fell more than maxBufferedBytes behind; its stream was closed')
       this.end('dropped', true)
       return false
     }
-    if (writeTimeoutMs > 0 && now - watch.progressAt >= writeTimeoutMs) {
+    if (verdict === 'write_timeout') {
       this.#log.info('fastify-html-sse: a client accepted no bytes for writeTimeoutMs; its stream was closed')
       this.end('write_timeout', true)
       return false
@@ -472,14 +544,16 @@ export class Sink implements SseSink {
   /** Bytes wait: the hub checks this sink's progress until none do. */
   #startWatch(): void {
     if (this.#watch !== null) return
+    const now = Date.now()
     this.#watch = {
       written: 0,
       waitingAtStart: this.#res.writableLength,
       flushed: 0,
-      progressAt: Date.now(),
-      lastUnsent: 0,
-      stalledChecks: 0,
-      fallingChecks: 0
+      progressAt: now,
+      windowAt: now,
+      floor: Number.POSITIVE_INFINITY,
+      lastFloor: Number.POSITIVE_INFINITY,
+      rising: 0
     }
     this.#owner.watch(this)
   }
@@ -500,6 +574,18 @@ export class Sink implements SseSink {
     const queue = this.#queue
     while (this.#head < queue.length && !this.#closed) {
       const item = queue[this.#head] as Queued
+      if (item.bytes > SLICE_BYTES) {
+        // One slice now, the rest when it drained.
+        const bytes = typeof item.chunk === 'string' ? Buffer.from(item.chunk) : item.chunk
+        item.chunk = bytes.subarray(SLICE_BYTES)
+        item.bytes = bytes.length - SLICE_BYTES
+        this.#queuedBytes -= SLICE_BYTES
+        if (!this.#write(bytes.subarray(0, SLICE_BYTES))) {
+          this.#markFull()
+          break
+        }
+        continue
+      }
       queue[this.#head++] = undefined as unknown as Queued
       this.#queuedBytes -= item.bytes
       const flowing = this.#write(item.chunk)

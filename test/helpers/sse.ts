@@ -36,8 +36,16 @@ export interface Client {
   close(): void
 }
 
-/** Opens `url` as an SSE client and parses what arrives; resolves once the response head is in. */
-export function connect(url: string, headers: Record<string, string> = {}): Promise<Client> {
+/**
+ * Opens `url` as an SSE client and parses what arrives; resolves once the
+ * response head is in. With `bytesPerSecond` it reads at that pace (in 20 ms
+ * steps), as a slow but steady client would.
+ */
+export function connect(
+  url: string,
+  headers: Record<string, string> = {},
+  { bytesPerSecond }: { bytesPerSecond?: number } = {}
+): Promise<Client> {
   return new Promise((resolve, reject) => {
     const req = request(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } }, (res) => {
       const events: EventSourceMessage[] = []
@@ -83,11 +91,23 @@ export function connect(url: string, headers: Record<string, string> = {}): Prom
         }
       }
       res.setEncoding('utf8')
-      res.on('data', (chunk: string) => {
+      const take = (chunk: string) => {
         client.raw += chunk
         parser.feed(chunk)
-      })
+      }
+      let pacer: NodeJS.Timeout | null = null
+      if (bytesPerSecond === undefined) res.on('data', take)
+      else {
+        const step = Math.max(1, Math.floor(bytesPerSecond / 50))
+        pacer = setInterval(() => {
+          // A string of at most `step` characters; an event stream of ASCII is one byte a character.
+          const chunk: string | null = res.read(Math.min(step, res.readableLength || step))
+          if (chunk !== null) take(chunk)
+        }, 20)
+        res.on('readable', () => {})
+      }
       const finish = () => {
+        if (pacer !== null) clearInterval(pacer)
         done = true
         ended()
         for (const w of waiters.splice(0)) w()
