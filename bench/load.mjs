@@ -1,6 +1,7 @@
 // The load client, one child process (`new Child('load', 'load.mjs')`); how it works: bench/README.md. All sockets
 // read into one shared buffer; the parent drives it with the handlers at the bottom.
 
+import { createHash } from 'node:crypto'
 import net from 'node:net'
 import { createParser } from 'eventsource-parser'
 import { cpuMs, serve } from './harness.mjs'
@@ -22,9 +23,13 @@ const group = (name) => {
   return groups.get(name)
 }
 
-/** Checks every event of one socket: exact data, seq order, no duplicate; a gap is a loss unless a reset came first. */
-function verifier(expectSeq) {
+/**
+ * Checks every event of one socket: exact data, seq order, no duplicate; a gap is a loss unless a reset came first.
+ * `ids`: keep the id of every event, for the parent to compare with the ids the publishes returned.
+ */
+function verifier(expectSeq, ids = false) {
   const v = { events: 0, resets: 0, lost: 0, dups: 0, bad: 0, lastSeq: expectSeq - 1, afterReset: false, first: null }
+  if (ids) v.ids = []
   const decoder = new TextDecoder()
   const parser = createParser({
     onEvent(ev) {
@@ -39,6 +44,7 @@ function verifier(expectSeq) {
         return
       }
       v.events++
+      v.ids?.push(ev.id)
       v.first ??= p.seq
       if (p.seq <= v.lastSeq) v.dups++
       else if (p.seq > v.lastSeq + 1 && !v.afterReset) v.lost += p.seq - v.lastSeq - 1
@@ -97,6 +103,7 @@ function onBytes(c, buf, i, end) {
 function body(c, buf, s, e) {
   c.verify?.feed(buf, s, e)
   const armed = run !== null && run.g === c.g
+  if (armed && c.hash) c.hash.update(buf.subarray(s, e))
   if (armed && run.latency) {
     c.acc += buf.toString('latin1', s, e)
     let from = 0
@@ -139,8 +146,23 @@ function check() {
     t: Number(hrtime()),
     total: r.total,
     latency: sorted && { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99) },
-    verify: verified(r.g)
+    verify: verified(r.g),
+    exact: r.exact ? same(r.g) : undefined
   })
+}
+
+/** How many sockets received, during the measurement, exactly the bytes the (event-by-event) verified one did. */
+function same(g) {
+  const ref = g.conns.find((c) => c.verify)
+  const want = ref?.hash?.digest('hex')
+  let [sockets, differ] = [0, 0]
+  for (const c of g.conns) {
+    if (!c.hash) continue
+    sockets++
+    if ((c === ref ? want : c.hash.digest('hex')) !== want) differ++
+    c.hash = null
+  }
+  return { sockets, differ }
 }
 
 function verified(g) {
@@ -150,6 +172,7 @@ function verified(g) {
     out.sockets++
     for (const k of ['events', 'resets', 'lost', 'dups', 'bad']) out[k] += v[k]
     out.first ??= v.first
+    if (v.ids) out.ids ??= v.ids
   }
   return out
 }
@@ -208,16 +231,21 @@ const handlers = {
     await Promise.all(all)
     return { ms: Number(hrtime() - t0) / 1e6, ...handlers.status({ name }) }
   },
-  /** Arm a measurement: done when every socket has k more events (or every verified one reached untilSeq). */
-  arm({ name = 'main', k, expect, untilSeq, latency = false, seq0 = 0, verify = 0 }) {
+  /**
+   * Arm a measurement: done when every socket has k more events (or every verified one reached untilSeq).
+   * `exact`: the verified sockets keep their ids, and every open socket's bytes are hashed, to be compared with the
+   * first verified socket's when done.
+   */
+  arm({ name = 'main', k, expect, untilSeq, latency = false, seq0 = 0, verify = 0, exact = false }) {
     const g = group(name)
     let checked = 0
     for (const c of g.conns) {
       c.count = 0
-      if (c.status === 200 && checked++ < verify) c.verify = verifier(seq0)
+      if (c.status === 200 && checked++ < verify) c.verify = verifier(seq0, exact)
+      c.hash = exact && c.status === 200 && !c.closed ? createHash('sha1') : null
     }
     const target = k * (expect ?? g.conns.length)
-    run = { g, target, untilSeq, latency, lat: [], latMax: 2e6, total: 0, t0: hrtime() }
+    run = { g, target, untilSeq, latency, exact, lat: [], latMax: 2e6, total: 0, t0: hrtime() }
     setImmediate(check)
     return { t0: Number(run.t0) }
   },

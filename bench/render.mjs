@@ -14,7 +14,7 @@ const REPORTS = {
     intro:
       'Rendered by `node bench/render.mjs` from `bench/results/*.json`; how each scenario measures is in bench/README.md. ' +
       'The machine is a noisy 2-core VM shared with other work: read the ratios to the reference measured in the same run, not the absolute numbers.',
-    names: ['fanout', 'scale', 'reconnect', 'flood', 'metrics']
+    names: ['fanout', 'scale', 'burst', 'reconnect', 'flood', 'metrics']
   },
   'REDIS.md': {
     title: 'Redis broker',

@@ -1,10 +1,11 @@
 // A server child: `new Child(name, 'servers.mjs', [JSON.stringify(options)])`, serving GET /events as an SSE stream
 // on 127.0.0.1 and answering the parent's rpc calls (handlers at the bottom). options: { kind, ours (the private
 // build's directory), broker: 'memory' | 'redis', url, prefix, redis (extra redisBroker options), plugin (extra
-// plugin options), otel, backlog, size (payload bytes), joined }. Kinds: see bench/README.md.
+// plugin options), otel, backlog, size (payload bytes), joined, ids, coalesce }. Kinds: see bench/README.md.
 
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
+import { Session } from 'node:inspector/promises'
 import { pathToFileURL } from 'node:url'
 import { cpuMs, failed, oursEntry, serve, sleep } from './harness.mjs'
 import { frameHtml, renderHtml, splitLines } from './payload.mjs'
@@ -14,10 +15,26 @@ const hrtime = process.hrtime.bigint
 const listenOpts = { host: '127.0.0.1', port: 0, backlog: opt.backlog }
 const fastify = async () => (await import('fastify')).default({ logger: false })
 
-/** raw / fastify-raw: one Buffer per publish to every response; a Last-Event-ID gets the frames after it from an array. */
+/**
+ * raw / fastify-raw: one Buffer per publish to every response; a Last-Event-ID gets the frames after it from an array.
+ * `ids`: every frame carries an id shaped like the memory broker's (`<epoch>-<n>`), which publish returns.
+ * `coalesce`: the frames published in one event-loop turn are concatenated once and written once per response, on
+ * the next tick (when Node uncorks the sockets it corked on the turn's first write).
+ */
 async function rawKind() {
   const clients = new Set()
   const frames = []
+  const epoch = Date.now()
+  let published = 0
+  let turn = null
+  const writeAll = (buf) => {
+    for (const res of clients) res.write(buf)
+  }
+  const flushTurn = () => {
+    const bufs = turn
+    turn = null
+    writeAll(bufs.length === 1 ? bufs[0] : Buffer.concat(bufs))
+  }
   const open = (req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     const from = Number(req.headers['last-event-id'])
@@ -30,8 +47,15 @@ async function rawKind() {
   const srv = {
     count: () => clients.size,
     publish(html) {
-      const buf = Buffer.from(frameHtml(html, frames.length > 0 ? String(frames.length + 1) : undefined))
-      for (const res of clients) res.write(buf)
+      const id = opt.ids ? `${epoch}-${++published}` : frames.length > 0 ? String(frames.length + 1) : undefined
+      const buf = Buffer.from(frameHtml(html, id))
+      if (!opt.coalesce) writeAll(buf)
+      else if (turn !== null) turn.push(buf)
+      else {
+        turn = [buf]
+        process.nextTick(flushTurn)
+      }
+      return id
     },
     prefill(htmls) {
       for (const html of htmls) frames.push(Buffer.from(frameHtml(html, String(frames.length + 1))))
@@ -75,6 +99,7 @@ async function oursKind() {
 }
 
 let reader = null
+let profiler = null
 /** An OpenTelemetry SDK as an app would set it up: a MeterProvider with a reader, global before the plugin registers. */
 async function registerOtel(loadedOnly) {
   const { metrics } = await import('@opentelemetry/api')
@@ -147,14 +172,44 @@ try {
         const { heapUsed, rss } = process.memoryUsage()
         return { heapUsed, rss }
       },
-      /** k awaited publishes, yielding to I/O after each. */
-      async burst({ k, seq0 }) {
+      /**
+       * k publishes, `perTurn` of them in one event-loop turn, then a yield to I/O: called back to back and awaited
+       * together, or with `awaitEach` one after the other; `ids`: return the ids the publishes returned.
+       */
+      async burst({ k, seq0, perTurn = 1, ids = false, awaitEach = false }) {
         const t0 = hrtime()
-        for (let i = 0; i < k; i++) {
-          await srv.publish(renderHtml(seq0 + i, hrtime(), size))
+        const out = ids ? [] : null
+        const html = (j) => renderHtml(seq0 + j, hrtime(), size)
+        for (let i = 0; i < k; i += perTurn) {
+          const end = Math.min(k, i + perTurn)
+          if (awaitEach) {
+            for (let j = i; j < end; j++) {
+              const id = await srv.publish(html(j))
+              out?.push(id)
+            }
+          } else {
+            const turn = []
+            for (let j = i; j < end; j++) turn.push(srv.publish(html(j)))
+            const got = await Promise.all(turn)
+            out?.push(...got)
+          }
           await new Promise((resolve) => setImmediate(resolve))
         }
-        return { t0: Number(t0), ms: Number(hrtime() - t0) / 1e6 }
+        return { t0: Number(t0), ms: Number(hrtime() - t0) / 1e6, ids: out }
+      },
+      /** Start the V8 CPU profiler; with `file`, stop it and write the profile there. */
+      async profile({ file }) {
+        if (!file) {
+          profiler = new Session()
+          profiler.connect()
+          await profiler.post('Profiler.enable')
+          await profiler.post('Profiler.setSamplingInterval', { interval: 200 })
+          await profiler.post('Profiler.start')
+          return
+        }
+        const { profile } = await profiler.post('Profiler.stop')
+        profiler.disconnect()
+        writeFileSync(file, JSON.stringify(profile))
       },
       /** `count` publishes at `rate`/s on a drift-free schedule. */
       async paced({ rate, count, seq0 }) {

@@ -58,8 +58,8 @@ export class Side {
     return this.server.rpc('mem')
   }
 
-  burst(k) {
-    return burst([this], k)
+  burst(k, opts) {
+    return burst([this], k, this, opts)
   }
 
   latency(rate, seconds) {
@@ -78,13 +78,15 @@ const sum = (a) => a.reduce((x, y) => x + y, 0)
 /**
  * k awaited publishes on `publisher` to every stream of `sides`, socket 0 of each side checked event by event:
  * { eps, cpu (all servers, ms per 1,000 events), clientBusy, lag, other, wallMs }, as in bench/README.md.
+ * opts: `perTurn` publishes in one event-loop turn (1), `awaitEach` (awaited one by one, not together); `exact`:
+ * also socket 0's ids must be the ids the publishes returned, and every socket must receive the bytes socket 0 did.
  */
-export async function burst(sides, k, publisher = sides[0]) {
+export async function burst(sides, k, publisher = sides[0], { perTurn = 1, awaitEach = false, exact = false } = {}) {
   const seq0 = nextSeq(k)
   const acct = cpuAccount()
   const c0 = await cpus(sides)
-  for (const s of sides) if (s.load && s.n) await s.load.rpc('arm', { k, verify: 1, seq0, expect: s.n })
-  const sent = await publisher.server.rpc('burst', { k, seq0 }, 600_000)
+  for (const s of sides) if (s.load && s.n) await s.load.rpc('arm', { k, verify: 1, seq0, expect: s.n, exact })
+  const sent = await publisher.server.rpc('burst', { k, seq0, perTurn, awaitEach, ids: exact }, 600_000)
   const dones = await Promise.all(sides.map((s) => (s.load && s.n ? s.load.next('done', 600_000) : null)))
   const c1 = await cpus(sides)
   const d = c1.map((v, i) => v - c0[i])
@@ -92,8 +94,20 @@ export async function burst(sides, k, publisher = sides[0]) {
   const wallMs = (Math.max(...dones.map((x) => x?.t ?? 0)) - sent.t0) / 1e6
   dones.forEach((done, i) => {
     const v = done?.verify
-    if (v && (v.events !== k || v.lost || v.dups || v.bad))
-      sides[i].problem(`burst of ${k}: socket 0 ${JSON.stringify(v)}`)
+    if (v && (v.events !== k || v.lost || v.dups || v.bad)) {
+      const { ids, ...counts } = v
+      sides[i].problem(`burst of ${k}: socket 0 ${JSON.stringify(counts)}`)
+    }
+    if (!exact || !done) return
+    const off = sent.ids.findIndex((id, j) => v.ids?.[j] !== id)
+    if (off >= 0 || v.ids?.length !== k)
+      sides[i].problem(
+        `burst of ${k}: socket 0 got ids ${v.ids?.[off] ?? v.ids?.length} where ${sent.ids[off] ?? k} were published`
+      )
+    if (done.exact.sockets !== sides[i].n || done.exact.differ > 0)
+      sides[i].problem(
+        `burst of ${k}: ${done.exact.differ} of ${done.exact.sockets} sockets got other bytes than socket 0`
+      )
   })
   return {
     eps: events / (wallMs / 1000),

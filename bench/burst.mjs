@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+// Bursts: several publishes in one event-loop turn, this plugin against raw node:http writing each frame to each
+// response (naive) and raw node:http writing a turn's frames concatenated, once per response (coalescing). Issue 16;
+// see bench/README.md.
+//
+//   node bench/burst.mjs [--rounds 5] [--clients 1000,5000] [--per-turn 1,10,100] [--events 100000,400000,800000]
+//                        [--await-each 0] [--lat-clients 1000] [--lat-rate 5] [--lat-seconds 4] [--profile <dir>]
+//
+// --events: deliveries per burst (clients × publishes) for each --per-turn value; more for larger turns, which
+// deliver faster, so that every timed burst lasts a second or more. --await-each 1: a turn's publishes awaited one by
+// one (`for (…) await app.sse.publish(…)`) instead of called back to back and awaited together.
+// --profile <dir>: one round, the V8 profiler on around each side's timed bursts; writes
+// <dir>/<side>-<clients>-<per turn>.cpuprofile, prints where the time went, and writes no report.
+
+import { mkdirSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import { report } from './cpuprofile.mjs'
+import { Side } from './side.mjs'
+import { busy, checked, median, paired, ratio, save, scenario } from './stats.mjs'
+
+const { o, ours, log } = await scenario('burst', {
+  rounds: 5,
+  clients: '1000,5000',
+  'per-turn': '1,10,100',
+  events: '100000,400000,800000',
+  'await-each': 0,
+  'lat-clients': 1000,
+  'lat-rate': 5,
+  'lat-seconds': 4,
+  profile: ''
+})
+const SIDES = [
+  ['ours', { kind: 'ours', ours: ours.dir }],
+  ['naive raw', { kind: 'raw', ids: true }],
+  ['coalescing raw', { kind: 'raw', ids: true, coalesce: true }]
+]
+const names = SIDES.map(([name]) => name)
+const Ns = o.clients.split(',').map(Number)
+Ns.sort((a, b) => a - b)
+const desc = [...Ns].reverse()
+const turns = o['per-turn'].split(',').map(Number)
+const events = o.events.split(',').map(Number)
+const latN = o['lat-clients']
+const rounds = o.profile ? 1 : o.rounds
+const awaitEach = o['await-each'] === 1
+/** Publishes per burst: about the deliveries asked for this turn size, a whole number of turns, at least one. */
+const kFor = (n, p) => p * Math.max(1, Math.round((events[turns.indexOf(p)] ?? events.at(-1)) / n / p))
+const caseKey = (n, p) => `${n}x${p}`
+const cases = desc.flatMap((n) => turns.map((p) => [n, p]))
+
+// per side: eps / cpu / busy per case, heap per N, p50 / p99: lists over rounds, in round order
+const res = Object.fromEntries(
+  names.map((s) => [s, { eps: {}, cpu: {}, busy: {}, heap: {}, rss: {}, p50: [], p99: [] }])
+)
+const push = (obj, key, v) => (obj[key] ??= []).push(v)
+const problems = []
+if (o.profile) mkdirSync(o.profile, { recursive: true })
+
+for (let r = 0; r < rounds; r++) {
+  const sides = []
+  for (const [name, opts] of SIDES) sides.push(await Side.start(name, opts))
+  const mem0 = await Promise.all(sides.map((s) => s.mem()))
+  for (const n of Ns) {
+    log(`round ${r + 1}/${rounds}: ${n} idle streams per side`)
+    for (const s of sides) await s.connect(n)
+    for (const [i, s] of sides.entries()) {
+      const m = await s.mem()
+      push(res[s.name].heap, n, (m.heapUsed - mem0[i].heapUsed) / n)
+      push(res[s.name].rss, n, (m.rss - mem0[i].rss) / n)
+    }
+  }
+  for (const n of desc) {
+    for (const s of sides) await s.connect(n)
+    // warm-up, checked like every burst
+    for (const s of sides) await s.burst(10, { perTurn: 10, awaitEach, exact: true })
+    for (const p of turns) {
+      const k = kFor(n, p)
+      log(`round ${r + 1}/${rounds}: ${n} streams, ${k} publishes, ${p} per turn`)
+      const got = await paired(
+        r,
+        async (i) => {
+          const s = sides[i]
+          if (o.profile) await s.server.rpc('profile', {})
+          const b = await s.burst(k, { perTurn: p, awaitEach, exact: true })
+          if (o.profile) {
+            const file = path.join(o.profile, `${s.name.replace(' ', '-')}-${n}-${p}.cpuprofile`)
+            await s.server.rpc('profile', { file })
+            console.log(`== ${s.name}, ${n} streams, ${k} publishes, ${p} per turn: ${file}`)
+            console.log(report(JSON.parse(readFileSync(file, 'utf8'))).join('\n'))
+          }
+          return b
+        },
+        sides.length
+      )
+      got.forEach((b, i) => {
+        const x = res[names[i]]
+        push(x.eps, caseKey(n, p), b.eps)
+        push(x.cpu, caseKey(n, p), b.cpu)
+        push(x.busy, caseKey(n, p), busy(b))
+      })
+    }
+    if (n === latN && !o.profile) {
+      log(`round ${r + 1}/${rounds}: latency of single publishes, ${o['lat-rate']}/s to ${n} streams`)
+      const lat = await paired(r, (i) => sides[i].latency(o['lat-rate'], o['lat-seconds']), sides.length)
+      lat.forEach((l, i) => {
+        res[names[i]].p50.push(l.p50)
+        res[names[i]].p99.push(l.p99)
+      })
+    }
+  }
+  for (const s of sides) problems.push(...s.problems.map((p) => `${s.name}: ${p}`))
+  await Promise.all(sides.map((s) => s.stop()))
+}
+
+if (o.profile) {
+  if (problems.length) console.error(`PROBLEMS: ${problems.join('; ')}`)
+  process.exit(problems.length ? 1 : 0)
+}
+
+const [OURS, NAIVE, COAL] = names
+const times = (x) => (x == null ? '–' : `${x.toFixed(2)}×`)
+/** A row per case: naive, coalescing, ours (medians), ours/naive, ours/coalescing (medians of per-round ratios). */
+const caseRows = (key) =>
+  cases.map(([n, p]) => {
+    const c = caseKey(n, p)
+    const [a, b, q] = [res[OURS][key][c], res[NAIVE][key][c], res[COAL][key][c]]
+    return [n, p, median(b), median(q), median(a), times(ratio(a, b)), times(ratio(a, q))]
+  })
+const caseHead = (what) => [
+  'clients',
+  'per turn',
+  `naive raw ${what}`,
+  `coalescing raw ${what}`,
+  `ours ${what}`,
+  'ours / naive',
+  'ours / coalescing'
+]
+const memRows = (key) =>
+  Ns.map((n) => {
+    const [a, b, q] = [res[OURS][key][n], res[NAIVE][key][n], res[COAL][key][n]]
+    return [n, median(b), median(q), median(a), times(median(a) / median(b)), times(median(a) / median(q))]
+  })
+const memHead = (what) => [
+  'clients',
+  `naive raw ${what}`,
+  `coalescing raw ${what}`,
+  `ours ${what}`,
+  'ours / naive',
+  'ours / coalescing'
+]
+const latOf = (key) => names.map((s) => res[s][key])
+await save('burst', {
+  title: 'Bursts: publishes per event-loop turn, against naive and coalescing raw node:http',
+  notes: [
+    `${rounds} rounds; each round three fresh server processes (CPU 0), each with its own load client (CPU 1), all holding N streams at once; each timed burst run on the three in turn, the first one rotating between rounds; values are medians over rounds, ratios the medians of the per-round ratios`,
+    `ours: \`app.sse.publish\` with the memory broker (replay 0, heartbeats off); naive raw: \`node:http\`, one Buffer per publish written to every response; coalescing raw: the Buffers of one turn concatenated once (on the next tick) and written once per response; every frame carries an id of the memory broker's shape (\`<epoch>-<n>\`)`,
+    `a burst: k publishes, \`per turn\` of them ${awaitEach ? 'awaited one by one' : 'called back to back and awaited together'}, then \`setImmediate\`; k per case: ${cases.map(([n, p]) => `${n}×${p}: ${kFor(n, p)}`).join(', ')}; a 3-line ~300-byte fragment`,
+    'issue 16 goals at 10 and 100 per turn: events/s ≥ 1.5× naive and ≥ 0.9× coalescing, CPU ≤ 0.7× naive; single events (1 per turn) ≥ 0.95×; isolated p99 ≤ raw; heap per idle stream ≤ 1.1× raw',
+    checked(
+      problems,
+      'every burst: socket 0 checked event by event with eventsource-parser (exact data, in order, once, ids equal to those the publishes returned) and every socket received byte for byte what socket 0 did (SHA-1 of its body bytes)'
+    )
+  ],
+  tables: [
+    { title: 'Delivered events/s (higher is better)', head: caseHead('events/s'), rows: caseRows('eps') },
+    {
+      title: 'Server CPU ms per 1,000 delivered events (lower is better)',
+      head: caseHead('CPU'),
+      rows: caseRows('cpu')
+    },
+    {
+      title: `Latency of isolated single publishes: ${latN.toLocaleString('en-US')} clients, ${o['lat-rate']}/s for ${o['lat-seconds']} s, ms (lower is better)`,
+      head: ['', ...names],
+      rows: [
+        ['p50', ...latOf('p50').map(median)],
+        ['p99', ...latOf('p99').map(median)],
+        [
+          'ours / naive, ours / coalescing (p99)',
+          '',
+          times(ratio(res[OURS].p99, res[NAIVE].p99)),
+          times(ratio(res[OURS].p99, res[COAL].p99))
+        ]
+      ],
+      notes: [
+        'receive time − publish time over every event of every client; each publish is delivered before the next one'
+      ]
+    },
+    {
+      title: 'Server heap per idle stream, bytes (after gc; lower is better)',
+      head: memHead('heap'),
+      rows: memRows('heap'),
+      notes: ['(heap with N idle streams − heap with none) / N, fresh server; ratios of the medians']
+    },
+    { title: 'Server RSS per idle stream, bytes', head: memHead('RSS'), rows: memRows('rss') },
+    {
+      title: 'Is the load client keeping up? client busy / lag / CPUs used by other processes, per timed burst',
+      head: ['clients', 'per turn', ...names],
+      rows: cases.map(([n, p]) => [n, p, ...names.map((s) => res[s].busy[caseKey(n, p)].join(', '))]),
+      notes: ['busy: load-client CPU / burst wall time; lag: share of the burst after the publish loop ended']
+    }
+  ],
+  data: res
+})
+process.exit(problems.length ? 1 : 0)
