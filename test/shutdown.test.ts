@@ -1,9 +1,9 @@
-import type { ServerResponse } from 'node:http'
+import { Agent, type IncomingMessage, request, type ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import type { SseSink } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { connect, listen, settles, until } from './helpers/sse.js'
+import { connect, deferred, listen, settles, until } from './helpers/sse.js'
 
 test('app.close() ends every stream promptly, also one whose client stopped reading', async (t) => {
   const { app, logs } = await makeApp({ heartbeatMs: 10, maxBufferedBytes: 256 * 1024 * 1024 })
@@ -55,5 +55,55 @@ test('app.close() ends every stream promptly, also one whose client stopped read
   await idle.ended
   await ticks.ended
   t.equal(idle.res.complete, true, 'an idle stream ends normally')
+  t.same(errorsIn(logs), [])
+})
+
+test('HTTP/1 with keep-alive clients (as browsers are): close() leaves no idle socket, drained or late', async (t) => {
+  const { app, logs } = await makeApp({ drainMs: 500 })
+  const release = deferred()
+  const entered = deferred()
+  app.get('/events', (_req, reply) => {
+    reply.sse({ topics: ['t'] })
+  })
+  app.get('/late', async (_req, reply) => {
+    entered.resolve()
+    await release.promise
+    reply.sse({ topics: ['t'] })
+  })
+  const closing = deferred()
+  app.addHook('preClose', (done) => {
+    closing.resolve()
+    done()
+  })
+  const base = await listen(app)
+  // One agent that keeps its sockets for reuse, like a browser's pool.
+  const agent = new Agent({ keepAlive: true, keepAliveMsecs: 60_000 })
+  t.teardown(() => agent.destroy())
+  const open = (path: string) =>
+    new Promise<{ head: IncomingMessage; body: Promise<string> }>((resolve, reject) => {
+      const req = request(`${base}${path}`, { agent, headers: { accept: 'text/event-stream' } }, (head) => {
+        let body = ''
+        head.setEncoding('utf8')
+        head.on('data', (chunk: string) => {
+          body += chunk
+        })
+        resolve({ head, body: new Promise((r) => head.on('end', () => r(body))) })
+      })
+      req.on('error', reject)
+      req.end()
+    })
+  const drained = await open('/events')
+  await until(() => app.sse.stats().connections === 1)
+  const late = open('/late')
+  await entered.promise
+  const closed = app.close()
+  await closing.promise
+  release.resolve()
+  const lateAnswer = await late
+  t.equal(lateAnswer.head.headers.connection, 'close', 'the late stream says its connection closes')
+  t.match(await lateAnswer.body, /^event: retry\nretry: \d+\n\n$/)
+  t.match(await drained.body, /^event: retry\nretry: \d+\n\n$/)
+  // Fastify's keep-alive timeout is 72 s: an idle socket would hold close() that long.
+  await settles(closed, 'app.close() with keep-alive clients', 20_000)
   t.same(errorsIn(logs), [])
 })
