@@ -7,8 +7,12 @@ export type SseSourceProps = PropsWithChildren<
     /** The event stream's URL. */
     url: string
     /**
-     * htmx 2: the event(s) swapped into this element (`sse-swap`); `false` for a
-     * connection only (its events target elsewhere, e.g. with `<hx-partial>`).
+     * htmx 2: the event(s) swapped into this element (`sse-swap`). `false`: the
+     * element swaps nothing itself, and each `message` applies only the
+     * `<Partial>`s (and out-of-band swaps) it carries, wherever they point: one
+     * stream per tab. It renders `hx-swap="none"` (htmx 2 also gets
+     * `sse-swap="message"` and `hx-disinherit="hx-swap"`, so the children do not
+     * inherit `none`), so it cannot be combined with your own `hx-swap`.
      * htmx 4 swaps unnamed events itself, so this must be `message` or `false` there.
      * @default 'message'
      */
@@ -48,6 +52,11 @@ export type SseSourceProps = PropsWithChildren<
 export function SseSource(props: SseSourceProps): JSX.Element {
   const { url: base, swap = 'message', close, htmx = 2, lastEventId, children, ...rest } = props
   const url = withLastEventId(base, lastEventId)
+  if (swap === false && rest['hx-swap'] !== undefined) {
+    throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(
+      'swap={false} renders hx-swap="none" (the element swaps nothing itself); leave hx-swap out, or set swap to "message" to swap events in with your hx-swap'
+    )
+  }
   if (htmx === 4) {
     if (swap !== 'message' && swap !== false) {
       throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(
@@ -56,6 +65,9 @@ export function SseSource(props: SseSourceProps): JSX.Element {
     }
     const attrs: Record<string, string> = { 'hx-sse:connect': url }
     if (close !== undefined) attrs['hx-sse:close'] = close
+    // htmx 4 applies a message's partials, then swaps the rest into the element: `none` keeps only the partials.
+    // Attributes are not inherited in htmx 4 unless marked so: the children keep their own swap.
+    if (swap === false) attrs['hx-swap'] = 'none'
     return (
       <div {...attrs} {...rest}>
         {children}
@@ -64,8 +76,29 @@ export function SseSource(props: SseSourceProps): JSX.Element {
   }
   if (htmx !== 2) throw new FST_ERR_HTML_SSE_COMPONENT_PROPS(`htmx must be 2 or 4, got ${String(htmx)}`)
   const ext = rest['hx-ext'] === undefined ? 'sse' : `${rest['hx-ext']}, sse`
+  if (swap === false) {
+    // htmx-ext-sse handles an event only through `sse-swap`, and htmx 2 applies the
+    // partials in the swap it does then: swap `message` with `none`, which keeps only
+    // the partials. hx-swap is inherited in htmx 2, so the children are told not to.
+    const disinherit = rest['hx-disinherit']
+    return (
+      <div
+        {...rest}
+        hx-ext={ext}
+        sse-connect={url}
+        sse-swap="message"
+        hx-swap="none"
+        hx-disinherit={
+          disinherit === undefined || disinherit === '' ? 'hx-swap' : disinherit === '*' ? '*' : `${disinherit} hx-swap`
+        }
+        sse-close={close}
+      >
+        {children}
+      </div>
+    )
+  }
   return (
-    <div {...rest} hx-ext={ext} sse-connect={url} sse-swap={swap === false ? undefined : swap} sse-close={close}>
+    <div {...rest} hx-ext={ext} sse-connect={url} sse-swap={swap} sse-close={close}>
       {children}
     </div>
   )

@@ -26,7 +26,8 @@ export const ASSETS = {
   'htmx2-sse.min.js': 'htmx-ext-sse/dist/sse.min.js',
   'htmx2-resume.js': './client/htmx2-resume.js',
   'htmx4.min.js': 'htmx4/dist/htmx.min.js',
-  'htmx4-sse.min.js': 'htmx4/dist/ext/hx-sse.min.js'
+  'htmx4-sse.min.js': 'htmx4/dist/ext/hx-sse.min.js',
+  'htmx4-resume.js': './client/htmx4-resume.js'
 } as const
 
 /** A served file's name. */
@@ -35,9 +36,10 @@ export type AssetName = keyof typeof ASSETS
 /** The scripts each htmx line needs, in load order. */
 export const HTMX_SCRIPTS: Record<2 | 4, readonly AssetName[]> = {
   // htmx2-resume.js keeps a page's place when htmx-ext-sse replaces an EventSource
-  // after an HTTP error; htmx 4's hx-sse keeps it itself.
+  // after an HTTP error. htmx4-resume.js retries a first connect that failed (hx-sse
+  // retries only a stream it already has, and keeps its place itself).
   2: ['htmx2.min.js', 'htmx2-sse.min.js', 'htmx2-resume.js'],
-  4: ['htmx4.min.js', 'htmx4-sse.min.js']
+  4: ['htmx4.min.js', 'htmx4-sse.min.js', 'htmx4-resume.js']
 }
 
 interface Asset {

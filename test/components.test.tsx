@@ -26,9 +26,18 @@ test('<SseSource> for htmx 2: hx-ext, sse-connect, sse-swap, sse-close; other at
   )
   t.equal(
     await (<SseSource url="/e" swap={false} />),
-    '<div hx-ext="sse" sse-connect="/e"></div>',
-    'swap={false} connects without swapping'
+    '<div hx-ext="sse" sse-connect="/e" sse-swap="message" hx-swap="none" hx-disinherit="hx-swap"></div>',
+    'swap={false}: messages apply their partials and swap nothing; the children do not inherit none'
   )
+  t.equal(
+    await (<SseSource url="/e" swap={false} hx-disinherit="hx-target" />),
+    '<div hx-disinherit="hx-target hx-swap" hx-ext="sse" sse-connect="/e" sse-swap="message" hx-swap="none"></div>',
+    'an hx-disinherit of the page is kept'
+  )
+  t.throws(() => <SseSource url="/e" swap={false} hx-swap="beforeend" />, {
+    code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS',
+    message: /swap=\{false\} renders hx-swap="none"/
+  })
   t.equal(
     await (<SseSource url={'/e" onload="alert(1)'} />),
     '<div hx-ext="sse" sse-connect="/e&#34; onload=&#34;alert(1)" sse-swap="message"></div>',
@@ -45,7 +54,14 @@ test('<SseSource htmx={4}>: hx-sse:connect and hx-sse:close; named swaps are ref
     ),
     '<div hx-sse:connect="/events" hx-sse:close="done" id="job" hx-swap="beforeend"><span>0%</span></div>'
   )
-  t.equal(await (<SseSource htmx={4} url="/e" swap={false} />), '<div hx-sse:connect="/e"></div>')
+  t.equal(
+    await (<SseSource htmx={4} url="/e" swap={false} />),
+    '<div hx-sse:connect="/e" hx-swap="none"></div>',
+    'swap={false}: messages apply their partials and swap nothing'
+  )
+  t.throws(() => <SseSource htmx={4} url="/e" swap={false} hx-swap="innerHTML" />, {
+    code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS'
+  })
   t.throws(() => <SseSource htmx={4} url="/e" swap="button" />, { code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS' })
   t.throws(() => <SseSource htmx={3 as 2} url="/e" />, { code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS' })
 })
@@ -66,12 +82,12 @@ test('<SseSource lastEventId>: the first connection resumes from the id the page
     'encoded, before the fragment'
   )
   t.equal(
-    await (<SseSource url="/e?" lastEventId="1-1" swap={false} />),
-    '<div hx-ext="sse" sse-connect="/e?lastEventId=1-1"></div>'
+    await (<SseSource url="/e?" lastEventId="1-1" />),
+    '<div hx-ext="sse" sse-connect="/e?lastEventId=1-1" sse-swap="message"></div>'
   )
   t.equal(
-    await (<SseSource url="/e" lastEventId={null} swap={false} />),
-    '<div hx-ext="sse" sse-connect="/e"></div>',
+    await (<SseSource url="/e" lastEventId={null} />),
+    '<div hx-ext="sse" sse-connect="/e" sse-swap="message"></div>',
     'null (an empty log) adds nothing'
   )
   t.throws(() => <SseSource url="/e?lastEventId=1-1" lastEventId="1-2" />, {
@@ -103,12 +119,14 @@ test('<Partial>: a typed <hx-partial>', async (t) => {
 
 const hashOf = (file: string) => createHash('sha256').update(readFileSync(file)).digest('base64url').slice(0, 12)
 const RESUME_SCRIPT = fileURLToPath(new URL('../client/htmx2-resume.js', import.meta.url))
+const RESUME_SCRIPT_4 = fileURLToPath(new URL('../client/htmx4-resume.js', import.meta.url))
 const FILES = {
   'htmx2.min.js': require.resolve('htmx.org/dist/htmx.min.js'),
   'htmx2-sse.min.js': require.resolve('htmx-ext-sse/dist/sse.min.js'),
   'htmx2-resume.js': RESUME_SCRIPT,
   'htmx4.min.js': require.resolve('htmx4/dist/htmx.min.js'),
-  'htmx4-sse.min.js': require.resolve('htmx4/dist/ext/hx-sse.min.js')
+  'htmx4-sse.min.js': require.resolve('htmx4/dist/ext/hx-sse.min.js'),
+  'htmx4-resume.js': RESUME_SCRIPT_4
 }
 const versioned = (name: keyof typeof FILES, prefix = '/fastify-html-sse/') => `${prefix}${hashOf(FILES[name])}/${name}`
 
@@ -121,7 +139,9 @@ test('<HtmxScripts> links the files the plugin serves, at paths versioned by the
   )
   t.equal(
     await (<HtmxScripts htmx={4} prefix="/assets/" />),
-    `<script src="${versioned('htmx4.min.js', '/assets/')}"></script><script src="${versioned('htmx4-sse.min.js', '/assets/')}"></script>`
+    `<script src="${versioned('htmx4.min.js', '/assets/')}"></script><script src="${versioned('htmx4-sse.min.js', '/assets/')}"></script>` +
+      `<script src="${versioned('htmx4-resume.js', '/assets/')}"></script>`,
+    'htmx 4, hx-sse, then the script that retries a failed first connect'
   )
   t.match(await (<HtmxScripts htmx={4} />), /\/fastify-html-sse\/[\w-]{12}\/htmx4\.min\.js/)
   t.throws(() => <HtmxScripts htmx={5 as 4} />, { code: 'FST_ERR_HTML_SSE_COMPONENT_PROPS' })
