@@ -4,7 +4,9 @@
  * teardown; a TCP proxy in front of it that the test can stop; an app instance
  * wired to it.
  */
+import { type ChildProcess, spawn } from 'node:child_process'
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Test } from 'tap'
@@ -128,4 +130,59 @@ export async function pgApp(t: Test, options: PostgresBrokerOptions): Promise<{ 
   const base = await listen(app)
   t.teardown(() => app.close())
   return { app, base }
+}
+
+/** Runs `work` in a transaction on a client of `pool`: COMMIT, or ROLLBACK when `rollback` or when it throws. */
+export async function inTransaction<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<T>,
+  { rollback = false, isolation = 'READ COMMITTED' }: { rollback?: boolean; isolation?: string } = {}
+): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query(`BEGIN ISOLATION LEVEL ${isolation}`)
+    const result = await work(client)
+    await client.query(rollback ? 'ROLLBACK' : 'COMMIT')
+    return result
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}
+
+/**
+ * A child process that publishes inside a transaction and then waits to be
+ * killed: it says `written` once its INSERT and publish are done, before COMMIT.
+ */
+export function killableWriter(url: string, table: string): ChildProcess {
+  return spawn(
+    process.execPath,
+    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'writer', url, table],
+    {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: {
+        ...process.env,
+        TS_NODE_TRANSPILE_ONLY: '1',
+        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
+      }
+    }
+  )
+}
+
+async function runWriter(url: string, table: string): Promise<void> {
+  const broker = postgresBroker({ connectionString: url, table })
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  await client.query('BEGIN')
+  await client.query("INSERT INTO notes (text) VALUES ('from the killed writer')")
+  const id = await broker.publish('a', 'data: <p>from the killed writer</p>\n\n', { transaction: client })
+  process.send?.({ written: id })
+  // Waits for SIGKILL with the transaction open.
+  setInterval(() => {}, 1000)
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'writer') {
+  await runWriter(process.argv[3] as string, process.argv[4] as string)
 }
