@@ -1,7 +1,7 @@
 // `npm run test:unit`: the tests that need no Redis, no browser, no build and no
 // network, in one process. Run file by file, each tap child spends more time
 // loading TypeScript and compiling the library than testing; here that happens
-// once. Files named *redis*, *postgres*, browser*, example*, package*, leak* or readme* are
+// once. Files named *redis*, browser*, example*, package*, leak* or readme* are
 // left out: they need Redis, Chromium, the registry, or a long soak.
 // Usage: node --import @tapjs/typescript/import scripts/unit.mjs [file…]
 import { readdirSync } from 'node:fs'
