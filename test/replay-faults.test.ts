@@ -280,3 +280,45 @@ test('a broker with no id for an empty log (head null): one reset with an empty 
   )
   client.close()
 })
+
+test('resume_overflow after a replay of 16 KB or more: the replay, then the hint, then a normal end; the next connection resumes exactly', async (t) => {
+  const hold = deferred()
+  const { broker } = wrapped(async (inner, topics, lastId) => {
+    // Read at once, answered late: live events pile up meanwhile.
+    const read = await inner.replay(topics, lastId)
+    await hold.promise
+    return read
+  })
+  const { app, base } = await topicsApp(t, ['a'], { broker, maxBufferedBytes: 16 * 1024, replay: 1000 })
+  const chunk = 'x'.repeat(1024)
+  const first = await app.sse.publish('a', '<p>first</p>')
+  const replayed = Array.from({ length: 40 }, (_, i) => `<p>r${i}${chunk}</p>`)
+  for (const html of replayed) await app.sse.publish('a', html)
+  const client = await connect(`${base}/events`, { 'last-event-id': first })
+  let reset = false
+  client.res.socket.on('error', () => {
+    reset = true
+  })
+  await until(() => app.sse.stats().topics.a === 1)
+  const live = Array.from({ length: 20 }, (_, i) => `<p>l${i}${chunk}</p>`)
+  for (const html of live) await app.sse.publish('a', html)
+  hold.resolve()
+  await client.ended
+  t.notOk(reset, 'the connection was not reset')
+  t.same(
+    client.events.map((e) => e.data),
+    replayed,
+    'the whole replay (40 KB) arrived'
+  )
+  t.match(client.raw, /\n\nevent: retry\nretry: \d+\n\n$/, 'then the hint, last')
+  const again = await connect(`${base}/events`, { 'last-event-id': client.events.at(-1)?.id ?? '' })
+  const marker = await app.sse.publish('a', '<p>end</p>')
+  await until(() => again.events.at(-1)?.id === marker, 5000, 'the marker')
+  t.same(
+    again.events.map((e) => e.data),
+    [...live, '<p>end</p>'],
+    'the next connection resumes exactly: every live event once, in order'
+  )
+  t.equal(app.sse.stats().dropped, 0, 'nobody was dropped')
+  again.close()
+})
