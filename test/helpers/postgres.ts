@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Test } from 'tap'
-import { type PostgresBrokerOptions, postgresBroker } from '../../lib/broker/postgres.js'
+import { type PostgresBroker, type PostgresBrokerOptions, postgresBroker } from '../../lib/broker/postgres.js'
 import htmlSse from '../../lib/index.js'
 import { listen } from './sse.js'
 
@@ -120,16 +120,20 @@ export async function pgProxy(t: Test, target: { host?: string; port: number }):
 }
 
 /** An app instance on the Postgres broker with `GET /events?topics=a,b`, listening on 127.0.0.1; closed at teardown. */
-export async function pgApp(t: Test, options: PostgresBrokerOptions): Promise<{ app: FastifyInstance; base: string }> {
+export async function pgApp(
+  t: Test,
+  options: PostgresBrokerOptions
+): Promise<{ app: FastifyInstance; base: string; broker: PostgresBroker }> {
   const app = Fastify({ logger: false })
-  await app.register(htmlSse, { heartbeatMs: 0, broker: postgresBroker(options) })
+  const broker = postgresBroker(options)
+  await app.register(htmlSse, { heartbeatMs: 0, broker })
   app.get('/events', (req, reply) => {
     const topics = String((req.query as { topics?: string }).topics ?? 'a').split(',')
     reply.sse({ topics })
   })
   const base = await listen(app)
   t.teardown(() => app.close())
-  return { app, base }
+  return { app, base, broker }
 }
 
 /** Runs `work` in a transaction on a client of `pool`: COMMIT, or ROLLBACK when `rollback` or when it throws. */
