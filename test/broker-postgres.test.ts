@@ -32,3 +32,43 @@ brokerContract(
     postgresBroker({ pool, table: tableOf(`p${space}`), ...(replay === undefined ? {} : { replay }) }),
   { shared: true, batches: true }
 )
+
+t.test('a broker started after 200 events starts at the head and answers resumes from memory', async (t) => {
+  const table = tableOf(`late${Date.now()}`)
+  const publisher = postgresBroker({ pool, table })
+  t.teardown(() => publisher.close())
+  const ids: string[] = []
+  for (let i = 0; i < 200; i++) ids.push(await publisher.publish('a', `data: ${i}\n\n`))
+  // A pool that counts the queries the late broker sends (its LISTEN connection is its own).
+  let queries = 0
+  const counting = new pg.Pool({ connectionString: db.url, max: 2 })
+  counting.on('error', () => {})
+  t.teardown(() => counting.end())
+  const late = postgresBroker({
+    pool: {
+      connect: async () => {
+        const client = await counting.connect()
+        return {
+          query: (text: string, values?: unknown[]) => {
+            queries++
+            return client.query(text, values)
+          },
+          release: (err?: Error | boolean) => client.release(err)
+        }
+      },
+      end: () => Promise.resolve(),
+      options: counting.options
+    },
+    table
+  })
+  t.teardown(() => late.close())
+  await late.listen(() => {})
+  t.equal(await late.lastId(), ids[199], 'lastId is the newest id (ids past 9, 99: ordered as numbers)')
+  const before = queries
+  const replays = await Promise.all(Array.from({ length: 50 }, () => late.replay(['a'], ids[99] as string)))
+  t.ok(
+    replays.every((r) => r.found && r.events.map((e) => e.id).join() === ids.slice(100).join()),
+    'each of 50 resumes from the 100th gets the 100 events after it'
+  )
+  t.equal(queries - before, 0, 'answered from the window filled at start, without a query')
+})

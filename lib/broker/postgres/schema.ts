@@ -60,7 +60,8 @@ export function statements(options: ResolvedOptions): Statements {
     publish: `WITH e AS (INSERT INTO ${log} (id, topic, body) SELECT nextval('${seq.replace(/'/g, "''")}'), $1, $2 FROM (SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${table}')) OFFSET 0) l RETURNING id) SELECT id::text, (SELECT epoch FROM ${meta})::text AS epoch, pg_notify($3, id::text) FROM e`,
     read: `SELECT m.epoch::text, m.trimmed::text, e.id::text, e.topic, e.body FROM ${meta} m LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id > $1 ORDER BY id LIMIT $2) e ON true ORDER BY e.id`,
     range: `SELECT m.trimmed::text, e.id::text, e.topic, e.body FROM ${meta} m LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3) e ON true ORDER BY e.id`,
-    newest: `SELECT id::text, topic, body FROM ${log} ORDER BY id DESC LIMIT $1`,
+    // Ordered by the bigint column, never by its text (ORDER BY id would take the output column: '99' > '200').
+    newest: `SELECT n.id::text AS id, n.topic, n.body FROM (SELECT id, topic, body FROM ${log} ORDER BY id DESC LIMIT $1) n ORDER BY n.id DESC`,
     head: `SELECT (SELECT max(id) FROM ${log})::text AS head, (SELECT epoch FROM ${meta})::text AS epoch`,
     trim: `WITH d AS (DELETE FROM ${log} WHERE at < clock_timestamp() - make_interval(secs => $1::double precision / 1000) AND id < (SELECT max(id) FROM ${log}) RETURNING id) UPDATE ${meta} SET trimmed = greatest(trimmed, (SELECT max(id) FROM d)) WHERE EXISTS (SELECT 1 FROM d) RETURNING trimmed::text`
   }
