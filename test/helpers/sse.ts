@@ -98,12 +98,21 @@ export function connect(
       let pacer: NodeJS.Timeout | null = null
       if (bytesPerSecond === undefined) res.on('data', take)
       else {
-        const step = Math.max(1, Math.floor(bytesPerSecond / 50))
+        // Reads what the pace allows since the start, so a late timer catches up instead of slowing the pace.
+        const began = performance.now()
+        let read = 0
         pacer = setInterval(() => {
-          // A string of at most `step` characters; an event stream of ASCII is one byte a character.
-          const chunk: string | null = res.read(Math.min(step, res.readableLength || step))
-          if (chunk !== null) take(chunk)
-        }, 20)
+          const allowed = Math.floor(((performance.now() - began) / 1000) * bytesPerSecond) - read
+          if (allowed <= 0 || res.readableLength === 0) {
+            res.read(0)
+            return
+          }
+          // A string of at most `allowed` characters; an event stream of ASCII is one byte a character.
+          const chunk: string | null = res.read(Math.min(allowed, res.readableLength))
+          if (chunk === null) return
+          read += chunk.length
+          take(chunk)
+        }, 10)
         res.on('readable', () => {})
       }
       const finish = () => {
