@@ -3,13 +3,23 @@
  * `Last-Event-ID`, heartbeats, the progress watch, admission counts and
  * `stats()`. It talks to the broker.
  */
+
+import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Broker, BrokerEvent } from './broker/types.js'
-import { compareIds } from './broker/types.js'
-import { FST_ERR_HTML_SSE_TOPIC_INVALID } from './errors.js'
+import type { Broker, BrokerEvent, Presence, PresenceShare } from './broker/types.js'
+import { CONTROL_TOPIC, compareIds } from './broker/types.js'
+import { FST_ERR_HTML_SSE_OPTION_INVALID, FST_ERR_HTML_SSE_TOPIC_INVALID } from './errors.js'
 import { describe, sseMessage } from './frame.js'
 import type { Metrics } from './metrics.js'
-import type { CloseReason, Pending, Sink, SinkOwner, Topics, WatchLimits } from './sink.js'
+import {
+  type CloseReason,
+  type Pending,
+  REVOKED_FRAME,
+  type Sink,
+  type SinkOwner,
+  type Topics,
+  type WatchLimits
+} from './sink.js'
 
 /** What `app.sse.stats()` returns. */
 export interface SseStats {
@@ -37,6 +47,17 @@ export interface HubOptions {
 /** A UTF-16 surrogate without its pair: such a string has no UTF-8 form (Redis would store U+FFFD). */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
+/** Throws `FST_ERR_HTML_SSE_OPTION_INVALID` unless `value` (option `name`) is a non-empty, well-formed string. */
+export function checkName(name: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID(
+      name,
+      `must be a non-empty string, got ${typeof value === 'string' ? 'an empty string' : describe(value)}`
+    )
+  }
+  if (LONE_SURROGATE.test(value)) throw new FST_ERR_HTML_SSE_OPTION_INVALID(name, 'must not hold a lone surrogate')
+}
+
 /** Throws unless `topic` is a non-empty, well-formed string. */
 export function checkTopic(topic: unknown): asserts topic is string {
   if (typeof topic !== 'string' || topic.length === 0) {
@@ -44,6 +65,19 @@ export function checkTopic(topic: unknown): asserts topic is string {
   }
   if (LONE_SURROGATE.test(topic)) throw new FST_ERR_HTML_SSE_TOPIC_INVALID('a string with a lone surrogate')
 }
+
+/** Which streams `app.sse.disconnect()` ends: those matching every field given. */
+export interface DisconnectFilter {
+  member?: string | undefined
+  topic?: string | undefined
+}
+
+/** Presence changes are shared this long after the first, together. */
+const PRESENCE_FLUSH_MS = 200
+/** Every topic with local streams is shared again this often... */
+const PRESENCE_REFRESH_MS = 4000
+/** ...and a share lives this long: an instance that died leaves presence within it. */
+const PRESENCE_TTL_MS = 12_000
 
 /** How often sinks with unsent bytes are checked for progress, at most. */
 const WATCH_MS = 250
@@ -61,6 +95,14 @@ export class Hub implements SinkOwner {
   readonly #topics = new Map<string, Set<Sink>>()
   /** Open streams per client key, when `maxConnectionsPerClient` is set. */
   readonly #clients = new Map<string, number>()
+  /** Per topic, its streams' members and how many streams each has. */
+  readonly #members = new Map<string, Map<string, number>>()
+  /** Topics whose presence changed since the last share. */
+  readonly #dirty = new Set<string>()
+  /** This instance, among those sharing the broker's presence. */
+  readonly #instance = randomUUID()
+  #presenceFlush: NodeJS.Timeout | null = null
+  #presenceRefresh: NodeJS.Timeout | null = null
   /** Sinks with unsent bytes. */
   readonly #watched = new Set<Sink>()
   readonly #broker: Broker
@@ -103,7 +145,10 @@ export class Hub implements SinkOwner {
   /** The broker's listener: hands one event's bytes to every local subscriber of its topic. */
   readonly deliver = (event: BrokerEvent): boolean => {
     const subscribers = this.#topics.get(event.topic)
-    if (subscribers === undefined) return true
+    if (subscribers === undefined) {
+      if (event.topic === CONTROL_TOPIC) this.#control(event)
+      return true
+    }
     const frame = event.frame
     let flowing = true
     let delivered = 0
@@ -155,6 +200,15 @@ export class Hub implements SinkOwner {
       this.#topics.set(topic, subscribers)
     }
     subscribers.add(sink)
+    if (sink.member !== null) {
+      let members = this.#members.get(topic)
+      if (members === undefined) {
+        members = new Map()
+        this.#members.set(topic, members)
+      }
+      members.set(sink.member, (members.get(sink.member) ?? 0) + 1)
+    }
+    this.#changed(topic)
   }
 
   unsubscribe(sink: Sink, topic: string): void {
@@ -221,13 +275,16 @@ export class Hub implements SinkOwner {
         if (sink.handoff !== pending) return
         let last: string
         if (replay.found) {
-          const n = replay.events.length
+          const events = supersede(replay.events)
+          const n = events.length
           if (n > 0) {
             // One write for the whole replay: the client takes it at its own pace.
-            sink.write(n === 1 ? (replay.events[0] as BrokerEvent).frame : Buffer.concat(replay.events.map(frameOf)))
+            sink.write(n === 1 ? (events[0] as BrokerEvent).frame : Buffer.concat(events.map(frameOf)))
             this.#metrics.delivered(n)
           }
-          last = n > 0 ? (replay.events[n - 1] as BrokerEvent).id : lastId
+          // The replay's last event, kept or superseded, is where the stream goes live.
+          const all = replay.events.length
+          last = all > 0 ? (replay.events[all - 1] as BrokerEvent).id : lastId
           this.#metrics.resumed('replayed')
         } else {
           this.#metrics.resumed('reset')
@@ -285,6 +342,96 @@ export class Hub implements SinkOwner {
     const subscribers = this.#topics.get(topic) as Set<Sink>
     subscribers.delete(sink)
     if (subscribers.size === 0) this.#topics.delete(topic)
+    if (sink.member !== null) {
+      const members = this.#members.get(topic) as Map<string, number>
+      const left = (members.get(sink.member) as number) - 1
+      if (left > 0) members.set(sink.member, left)
+      else {
+        members.delete(sink.member)
+        if (members.size === 0) this.#members.delete(topic)
+      }
+    }
+    this.#changed(topic)
+  }
+
+  /** This instance's share of `topic`, or null when it holds no stream of it. */
+  #share(topic: string): PresenceShare | null {
+    const subscribers = this.#topics.get(topic)
+    if (subscribers === undefined) return null
+    const members = this.#members.get(topic)
+    return { streams: subscribers.size, members: members === undefined ? [] : [...members.keys()].sort() }
+  }
+
+  /** Presence of `topic` changed: share it soon, with whatever else changes meanwhile. */
+  #changed(topic: string): void {
+    if (this.#broker.sharePresence === undefined || this.closing) return
+    this.#dirty.add(topic)
+    if (this.#presenceFlush !== null) return
+    this.#presenceFlush = setTimeout(this.#flushPresence, PRESENCE_FLUSH_MS)
+    this.#presenceFlush.unref()
+    if (this.#presenceRefresh === null) {
+      this.#presenceRefresh = setInterval(this.#refreshPresence, PRESENCE_REFRESH_MS)
+      this.#presenceRefresh.unref()
+    }
+  }
+
+  /** Shares the topics that changed. */
+  readonly #flushPresence = (): void => {
+    this.#presenceFlush = null
+    const shares = new Map<string, PresenceShare | null>()
+    for (const topic of this.#dirty) shares.set(topic, this.#share(topic))
+    this.#dirty.clear()
+    this.#sharePresence(shares)
+  }
+
+  /** Shares every topic this instance holds again, so its shares outlive their TTL while it lives. */
+  readonly #refreshPresence = (): void => {
+    if (this.#topics.size === 0) return
+    const shares = new Map<string, PresenceShare | null>()
+    for (const topic of this.#topics.keys()) shares.set(topic, this.#share(topic))
+    this.#sharePresence(shares)
+  }
+
+  #sharePresence(shares: Map<string, PresenceShare | null>): Promise<void> {
+    const share = this.#broker.sharePresence
+    if (share === undefined || shares.size === 0) return Promise.resolve()
+    return share.call(this.#broker, this.#instance, shares, PRESENCE_TTL_MS).catch((err: unknown) => {
+      // Shared again at the next change or refresh; until then presence lags.
+      for (const topic of shares.keys()) this.#dirty.add(topic)
+      this.#log.warn({ err }, 'fastify-html-sse: presence could not be shared; it is tried again')
+    })
+  }
+
+  /** `topic`'s presence across every instance (this one only, with a broker that shares none). */
+  async presence(topic: string): Promise<Presence> {
+    checkTopic(topic)
+    if (this.#broker.presence === undefined || this.#broker.sharePresence === undefined) {
+      const share = this.#share(topic)
+      return { streams: share?.streams ?? 0, members: share === null ? [] : [...share.members] }
+    }
+    return this.#broker.presence(topic)
+  }
+
+  /** Ends the matching local streams after a `revoked` event. */
+  revoke(filter: DisconnectFilter): void {
+    const { member, topic } = filter
+    const candidates = topic === undefined ? this.sinks : this.#topics.get(topic)
+    if (candidates === undefined) return
+    for (const sink of [...candidates]) {
+      if (member !== undefined && sink.member !== member) continue
+      if (topic !== undefined && !subscribedTo(sink.topics, topic)) continue
+      sink.endWith(REVOKED_FRAME, 'revoked')
+    }
+  }
+
+  /** A control entry from the broker: a message for every instance. */
+  #control(event: BrokerEvent): void {
+    const message = readControl(event.frame)
+    if (message === null) {
+      this.#log.warn({ id: event.id }, 'fastify-html-sse: a control entry could not be read; it was ignored')
+      return
+    }
+    if (message.type === 'disconnect') this.revoke(message.filter)
   }
 
   /**
@@ -319,6 +466,21 @@ export class Hub implements SinkOwner {
     sink.handoff = newer ? null : last
   }
 
+  /** At shutdown: stops sharing and takes back this instance's shares (best effort, not awaited). */
+  #withdrawPresence(): void {
+    if (this.#presenceFlush !== null) clearTimeout(this.#presenceFlush)
+    if (this.#presenceRefresh !== null) clearInterval(this.#presenceRefresh)
+    this.#presenceFlush = null
+    this.#presenceRefresh = null
+    const shares = new Map<string, PresenceShare | null>()
+    for (const topic of new Set([...this.#topics.keys(), ...this.#dirty])) shares.set(topic, null)
+    this.#dirty.clear()
+    this.withdrawn = this.#sharePresence(shares)
+  }
+
+  /** Settles once this instance's shares are taken back at shutdown (the broker is closed after it). */
+  withdrawn: Promise<void> = Promise.resolve()
+
   stats(): SseStats {
     const topics: Record<string, number> = Object.create(null)
     for (const [topic, subscribers] of this.#topics) topics[topic] = subscribers.size
@@ -337,6 +499,7 @@ export class Hub implements SinkOwner {
    * dropped, so `app.close()` never waits on it.
    */
   close(drainMs: number): void {
+    if (!this.closing) this.#withdrawPresence()
     this.closing = true
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat)
     if (this.#watchTimer !== null) clearInterval(this.#watchTimer)
@@ -348,6 +511,50 @@ export class Hub implements SinkOwner {
 
 function frameOf(event: BrokerEvent): Buffer {
   return event.frame
+}
+
+/** Whether a sink's topics include `topic`. */
+function subscribedTo(topics: Topics, topic: string): boolean {
+  return topics === topic || (topics !== null && typeof topics !== 'string' && topics.has(topic))
+}
+
+/**
+ * A replay without the keyed events that a later one of the same topic and key
+ * supersedes: a client that missed several gets only the newest, in its place.
+ */
+export function supersede(events: readonly BrokerEvent[]): readonly BrokerEvent[] {
+  let newest: Map<string, string> | null = null
+  for (const event of events) {
+    if (event.key === undefined) continue
+    newest ??= new Map()
+    newest.set(`${event.topic.length}:${event.topic}${event.key}`, event.id)
+  }
+  if (newest === null) return events
+  const map = newest
+  return events.filter((e) => e.key === undefined || map.get(`${e.topic.length}:${e.topic}${e.key}`) === e.id)
+}
+
+/** A message between instances, carried by a control entry. */
+export type ControlMessage = { type: 'disconnect'; filter: DisconnectFilter }
+
+/** The body of a control entry: a frame whose one data line is the message as JSON. */
+export function controlBody(message: ControlMessage): string {
+  return `event: control\ndata: ${JSON.stringify(message)}\n\n`
+}
+
+/** The message of a control entry's frame, or null when it is not one. */
+function readControl(frame: Buffer): ControlMessage | null {
+  const text = frame.toString()
+  const at = text.indexOf('\ndata: ')
+  if (at === -1) return null
+  try {
+    const message = JSON.parse(text.slice(at + 7, text.indexOf('\n', at + 7))) as ControlMessage
+    return message?.type === 'disconnect' && typeof message.filter === 'object' && message.filter !== null
+      ? message
+      : null
+  } catch {
+    return null
+  }
 }
 
 /**

@@ -9,12 +9,14 @@ export type {
   BrokerLogger,
   BrokerPublishOptions,
   BrokerReplay,
+  Presence,
+  PresenceShare,
   TransactionClient
 } from './broker/types.js'
-export { compareIds } from './broker/types.js'
+export { CONTROL_TOPIC, compareIds } from './broker/types.js'
 export * from './errors.js'
 export { type Html, type SseMessageOptions, sseComment, sseMessage } from './frame.js'
-export type { SseStats } from './hub.js'
+export type { DisconnectFilter, SseStats } from './hub.js'
 export {
   default,
   fastifyHtmlSse,

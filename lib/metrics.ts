@@ -8,7 +8,7 @@
  * event, never once per socket write. No topic names become attributes: they
  * are unbounded.
  */
-import type { CloseReason } from './sink.js'
+import { CLOSE_REASONS, type CloseReason } from './sink.js'
 
 /** Why a stream was refused; the `reason` attribute of `sse.streams.refused`. */
 export type RefuseReason = 'max_connections' | 'max_connections_per_client'
@@ -69,17 +69,6 @@ function attributes<K extends string, V extends string>(key: K, values: readonly
   return out
 }
 
-const CLOSE_REASONS: readonly CloseReason[] = [
-  'client',
-  'server',
-  'error',
-  'dropped',
-  'write_timeout',
-  'lifetime',
-  'shutdown',
-  'broker_unavailable',
-  'resume_overflow'
-]
 const REFUSE_REASONS: readonly RefuseReason[] = ['max_connections', 'max_connections_per_client']
 const OUTCOMES: readonly ResumeOutcome[] = ['replayed', 'reset', 'unavailable']
 

@@ -7,7 +7,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { DEFAULT_ASSETS_PREFIX, serveAssets } from './assets.js'
 import { checkReplay, memoryBroker } from './broker/memory.js'
-import type { Broker, TransactionClient } from './broker/types.js'
+import {
+  type Broker,
+  type BrokerPublishOptions,
+  CONTROL_TOPIC,
+  type Presence,
+  type TransactionClient
+} from './broker/types.js'
 import {
   FST_ERR_HTML_SSE_OPTION_INVALID,
   FST_ERR_HTML_SSE_PUBLISH_ID,
@@ -16,7 +22,7 @@ import {
   FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED
 } from './errors.js'
 import { checkRetry, describe, frameBody, type Html, isThenable, type SseMessageOptions } from './frame.js'
-import { checkTopic, Hub, type SseStats } from './hub.js'
+import { checkName, checkTopic, controlBody, type DisconnectFilter, Hub, type SseStats } from './hub.js'
 import { loadMetrics, type RefuseReason } from './metrics.js'
 import { ClosedSink, release, retryFrame, Sink, type SseSink, type SseSource, type SseSourceFactory } from './sink.js'
 
@@ -72,6 +78,17 @@ export interface SseReplyOptions {
   topics?: readonly string[] | undefined
   /** Overrides the plugin's `maxLifetimeMs` for this stream; 0: never. */
   maxLifetimeMs?: number | undefined
+  /**
+   * Who the stream belongs to (a user id, say): counted in `app.sse.presence()`
+   * and matched by `app.sse.disconnect({ member })`.
+   */
+  member?: string | undefined
+  /**
+   * When the stream ends (a session's expiry, a `Date` or epoch ms): it gets a
+   * named `expired` event and ends, and nothing published later reaches it. A
+   * time already past sends `expired` at once.
+   */
+  expiresAt?: Date | number | undefined
 }
 
 /** Options of `app.sse.publish()`. */
@@ -81,6 +98,12 @@ export type PublishOptions = Omit<SseMessageOptions, 'id'> & {
    * there and reaches streams iff the transaction commits (Postgres broker only).
    */
   transaction?: TransactionClient | undefined
+  /**
+   * A keyed event supersedes the earlier events with the same key on its topic
+   * for resumes: a client that missed several gets only the newest, in its
+   * place. Live clients get every one.
+   */
+  key?: string | undefined
 }
 
 /** Options of `app.sse.lastId()`. */
@@ -115,6 +138,18 @@ export interface SseHub {
   lastId(options?: LastIdOptions): Promise<string | null>
   /** Open streams, subscribers per topic, events published, streams dropped. */
   stats(): SseStats
+  /**
+   * Open streams on `topic` and their distinct members (sorted), across every
+   * instance sharing the broker. Follows opens and closes within about a
+   * second; an instance that died leaves it within 15 s.
+   */
+  presence(topic: string): Promise<Presence>
+  /**
+   * Ends the streams matching `member` and/or `topic` on every instance, each
+   * after a named `revoked` event (`<SseSource close="revoked">` stops the page
+   * reconnecting). Resolves once the request is in the broker.
+   */
+  disconnect(filter: DisconnectFilter): Promise<void>
 }
 
 declare module 'fastify' {
@@ -241,6 +276,24 @@ function acceptsEventStream(request: FastifyRequest): boolean {
   return typeof accept === 'string' && accept.includes('text/event-stream')
 }
 
+/** What the broker is told besides the frame: only the fields given. */
+function publishOptions(transaction: TransactionClient | undefined, key: string | undefined): BrokerPublishOptions {
+  const options: BrokerPublishOptions = {}
+  if (transaction !== undefined) options.transaction = transaction
+  if (key !== undefined) options.key = key
+  return options
+}
+
+/** An `expiresAt` option as epoch ms: a valid `Date` or a non-negative safe integer. */
+function checkExpiresAt(value: unknown): number {
+  const ms = value instanceof Date ? value.getTime() : value
+  if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 0) {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID('expiresAt', `must be a valid Date or epoch ms, got ${describe(value)}`)
+  }
+  // Epoch 0 would read as "none": a time in the past, as any other.
+  return ms === 0 ? 1 : ms
+}
+
 /** Closes the HTTP/2 session a response belongs to (a no-op over HTTP/1). */
 export function closeSessionOf(res: FastifyReply['raw']): void {
   ;(res as { stream?: { session?: { close(): void } | undefined } | undefined }).stream?.session?.close()
@@ -335,8 +388,9 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       'x-accel-buffering': 'no'
     }
     // HTTP/2 has no connection header.
-    if (last && reply.request.raw.httpVersionMajor < 2) head.connection = 'close'
-    // Both HTTP/1 and HTTP/2 responses take (status, headers).
+    if (last && reply.request.raw.httpVersionMajor < 2)
+      head.connection = 'close'
+      // Both HTTP/1 and HTTP/2 responses take (status, headers).
     ;(reply.raw as ServerResponse).writeHead(200, head)
   }
 
@@ -358,6 +412,9 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     const topics = opts?.topics ?? []
     if (!Array.isArray(topics)) throw new FST_ERR_HTML_SSE_OPTION_INVALID('topics', 'must be an array of topic names')
     for (const topic of topics) checkTopic(topic)
+    const member = opts?.member
+    if (member !== undefined) checkName('member', member)
+    const expiresAt = opts?.expiresAt === undefined ? 0 : checkExpiresAt(opts.expiresAt)
     const lifetime =
       opts?.maxLifetimeMs === undefined
         ? maxLifetimeMs
@@ -405,13 +462,14 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     writeHead(this)
     // Send the head now, so the client's `open` fires before the first event.
     res.flushHeaders()
-    const sink = new Sink(res, this.log, hub, lastEventId)
+    const sink = new Sink(res, this.log, hub, lastEventId, member ?? null)
     sink.clientKey = key
     ;(this as unknown as Record<symbol, SseSink | null>)[kSink] = sink
     hub.add(sink)
     if (openFrame !== null) sink.sendFrame(openFrame)
     hub.open(sink, topics)
     if (lifetime > 0) sink.expireAfter(lifetime - Math.floor(Math.random() * lifetime * 0.1), RECONNECT_SPREAD_MS)
+    if (expiresAt !== 0) sink.expireAt(expiresAt)
     if (source !== undefined) void sink.pump(source)
     return sink
   })
@@ -422,10 +480,12 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       if ((options as SseMessageOptions | undefined)?.id !== undefined) throw new FST_ERR_HTML_SSE_PUBLISH_ID()
       if (options?.retry !== undefined) checkRetry(options.retry)
       const transaction = checkTransaction(broker, options?.transaction)
+      const key = options?.key
+      if (key !== undefined) checkName('key', key)
       const body = frameBody(isThenable(html) ? await html : html, event, options?.retry)
-      const id = await (transaction === undefined
+      const id = await (transaction === undefined && key === undefined
         ? broker.publish(topic, body)
-        : broker.publish(topic, body, { transaction }))
+        : broker.publish(topic, body, publishOptions(transaction, key)))
       hub.published++
       metrics.published()
       if (hub.pressure) {
@@ -440,7 +500,21 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
       const transaction = checkTransaction(broker, options?.transaction)
       return transaction === undefined ? broker.lastId() : broker.lastId({ transaction })
     },
-    stats: () => hub.stats()
+    stats: () => hub.stats(),
+    presence: (topic: string) => hub.presence(topic),
+    async disconnect(filter: DisconnectFilter): Promise<void> {
+      const { member, topic } = (filter ?? {}) as DisconnectFilter
+      if (member === undefined && topic === undefined) {
+        throw new FST_ERR_HTML_SSE_OPTION_INVALID('disconnect', 'takes { member } or { topic } or both, got neither')
+      }
+      if (member !== undefined) checkName('member', member)
+      if (topic !== undefined) checkTopic(topic)
+      const clean: DisconnectFilter = {}
+      if (member !== undefined) clean.member = member
+      if (topic !== undefined) clean.topic = topic
+      // Through the log, so every instance ends its matching streams, this one included.
+      await broker.publish(CONTROL_TOPIC, controlBody({ type: 'disconnect', filter: clean }))
+    }
   } satisfies SseHub)
 
   if (assetsPrefix !== false) serveAssets(app, assetsPrefix)
@@ -452,6 +526,7 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   })
   app.addHook('onClose', async () => {
     hub.close(drainMs)
+    await hub.withdrawn
     registered.delete(app.server)
     await broker.unlisten(hub.deliver)
     const users = (brokerUsers.get(broker) ?? 1) - 1

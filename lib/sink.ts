@@ -50,17 +50,23 @@ export interface SseSink {
   readonly lastEventId: string | null
 }
 
+/** Why a stream ended, each a value of the `reason` attribute of `sse.streams.closed`. */
+export const CLOSE_REASONS = [
+  'client',
+  'server',
+  'error',
+  'dropped',
+  'write_timeout',
+  'lifetime',
+  'shutdown',
+  'broker_unavailable',
+  'resume_overflow',
+  'revoked',
+  'expired'
+] as const
+
 /** Why a stream ended; the `reason` attribute of `sse.streams.closed`. */
-export type CloseReason =
-  | 'client'
-  | 'server'
-  | 'error'
-  | 'dropped'
-  | 'write_timeout'
-  | 'lifetime'
-  | 'shutdown'
-  | 'broker_unavailable'
-  | 'resume_overflow'
+export type CloseReason = (typeof CLOSE_REASONS)[number]
 
 /** A sink's topics: none, one, or several. */
 export type Topics = string | Set<string> | null
@@ -198,6 +204,11 @@ export function judge(watch: Watch, now: number, waiting: number, unsent: number
   return 'reading'
 }
 
+/** The last event of a stream whose `expiresAt` came: named, with a data line, so every client dispatches it. */
+export const EXPIRED_FRAME = 'event: expired\ndata: \n\n'
+/** The last event of a stream ended by `app.sse.disconnect()`: named, with a data line, so every client dispatches it. */
+export const REVOKED_FRAME = 'event: revoked\ndata: \n\n'
+
 /** The iterator of a source: its async one when it has both. */
 function iteratorOf(source: SseSource): Iterator<SseItem> | AsyncIterator<SseItem> {
   return Symbol.asyncIterator in source
@@ -277,6 +288,10 @@ export class Sink implements SseSink {
   idle = false
   /** @internal What counts as one client for `maxConnectionsPerClient`, or null. */
   clientKey: string | null = null
+  /** @internal Who the stream belongs to (`reply.sse({ member })`), or null. */
+  readonly member: string | null
+  /** When the stream expires (epoch ms, `reply.sse({ expiresAt })`), or 0. */
+  #expiresAt = 0
 
   readonly #res: RawReply
   readonly #owner: SinkOwner
@@ -297,13 +312,21 @@ export class Sink implements SseSink {
   #resolveClosed: (() => void) | null = null
   #stopSource: (() => void) | null = null
   #timer: NodeJS.Timeout | null = null
+  #expiry: NodeJS.Timeout | null = null
 
   /** `res` must have its headers sent: the sink writes to it at once. */
-  constructor(res: RawReply, log: FastifyBaseLogger, owner: SinkOwner, lastEventId: string | null) {
+  constructor(
+    res: RawReply,
+    log: FastifyBaseLogger,
+    owner: SinkOwner,
+    lastEventId: string | null,
+    member: string | null = null
+  ) {
     this.#res = res
     this.#owner = owner
     this.#log = log
     this.lastEventId = lastEventId
+    this.member = member
     // One shared listener instead of a closure per connection.
     ;(res as unknown as Record<symbol, Sink>)[kSinkOfResponse] = this
     res.on('close', onResponseClose)
@@ -367,8 +390,12 @@ export class Sink implements SseSink {
    * a stream with unsent bytes is dropped instead, and its HTTP/2 session closed.
    */
   endWithRetry(retryMs: number, reason: CloseReason): void {
+    this.endWith(retryFrame(retryMs), reason)
+  }
+
+  /** @internal Ends the stream after `frame` (a hint, `expired`, `revoked`): see `endWithRetry`. */
+  endWith(frame: string, reason: CloseReason): void {
     if (this.#closed || this.#ending) return
-    const frame = retryFrame(retryMs)
     if (reason === 'shutdown') {
       const session = sessionOf(this.#res)
       const stuck = this.#res.writableLength > 0 || this.#head < this.#queue.length
@@ -404,11 +431,31 @@ export class Sink implements SseSink {
   }
 
   /**
+   * @internal At `at` (epoch ms) the stream gets `expired` and ends; from
+   * then on no published frame reaches it, even before its timer runs.
+   */
+  expireAt(at: number): void {
+    this.#expiresAt = at
+    const ms = at - Date.now()
+    if (ms <= 0) {
+      this.endWith(EXPIRED_FRAME, 'expired')
+      return
+    }
+    const timer = setTimeout(() => this.endWith(EXPIRED_FRAME, 'expired'), Math.min(ms, 2 ** 31 - 1))
+    timer.unref()
+    this.#expiry = timer
+  }
+
+  /**
    * @internal Writes a published frame without waiting. Returns false when the
    * socket is over its high-water mark (the caller may yield to let it drain).
    */
   write(chunk: Buffer | string): boolean {
     if (this.#closed || this.#ending) return true
+    if (this.#expiresAt !== 0 && Date.now() >= this.#expiresAt) {
+      this.endWith(EXPIRED_FRAME, 'expired')
+      return true
+    }
     this.idle = false
     if (this.#head === this.#queue.length && !this.#full && byteLength(chunk) <= SLICE_BYTES) {
       if (this.#write(chunk)) return true
@@ -606,6 +653,7 @@ export class Sink implements SseSink {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== null) clearTimeout(this.#timer)
+    if (this.#expiry !== null) clearTimeout(this.#expiry)
     this.#watch = null
     this.#owner.remove(this, reason)
     for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]?.resolve?.(false)

@@ -18,6 +18,8 @@ const files =
         .map((name) => new URL(name, root))
 
 const { t } = await import('tap')
+// Every file in one process: tap's default 30 s for the whole run is too short (a slow-reader test alone reads 16 MB at 1 MB/s).
+t.setTimeout(600_000)
 for (const file of files) {
   await import(file.href)
   // Subtests run in order: this one ends after every test the file queued, so the next

@@ -4,7 +4,15 @@
  * before a restart is never mistaken for one of this run.
  */
 import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, FST_ERR_HTML_SSE_OPTION_INVALID } from '../errors.js'
-import type { Broker, BrokerEvent, BrokerListener, BrokerReplay } from './types.js'
+import type {
+  Broker,
+  BrokerEvent,
+  BrokerListener,
+  BrokerPublishOptions,
+  BrokerReplay,
+  Presence,
+  PresenceShare
+} from './types.js'
 import { parseId, withId } from './types.js'
 
 /** Options of `memoryBroker`. */
@@ -26,6 +34,8 @@ class MemoryBroker implements Broker {
   readonly #size: number
   readonly #ring: BrokerEvent[] = []
   readonly #listeners = new Set<BrokerListener>()
+  /** Topic -> instance -> its share and when that lapses. */
+  readonly #presence = new Map<string, Map<string, { share: PresenceShare; until: number }>>()
   #seq = 0
   #closed = false
 
@@ -33,11 +43,13 @@ class MemoryBroker implements Broker {
     this.#size = replay
   }
 
-  publish(topic: string, body: string): Promise<string> {
+  publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
     if (this.#closed) return Promise.reject(new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE('it is closed'))
     const n = ++this.#seq
     const id = `${this.#epoch}-${n}`
-    const event: BrokerEvent = { id, topic, frame: withId(id, body) }
+    const key = options?.key
+    const event: BrokerEvent =
+      key === undefined ? { id, topic, frame: withId(id, body) } : { id, topic, frame: withId(id, body), key }
     if (this.#size > 0) this.#ring[(n - 1) % this.#size] = event
     for (const listener of this.#listeners) listener(event)
     return Promise.resolve(id)
@@ -62,6 +74,39 @@ class MemoryBroker implements Broker {
   /** The newest id; `<epoch>-0` for an empty log: the position before the first event. */
   lastId(): Promise<string> {
     return Promise.resolve(`${this.#epoch}-${this.#seq}`)
+  }
+
+  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void> {
+    const until = Date.now() + ttlMs
+    for (const [topic, share] of shares) {
+      let instances = this.#presence.get(topic)
+      if (share === null) {
+        instances?.delete(instance)
+        if (instances?.size === 0) this.#presence.delete(topic)
+        continue
+      }
+      if (instances === undefined) {
+        instances = new Map()
+        this.#presence.set(topic, instances)
+      }
+      instances.set(instance, { share, until })
+    }
+    return Promise.resolve()
+  }
+
+  presence(topic: string): Promise<Presence> {
+    const now = Date.now()
+    let streams = 0
+    const members = new Set<string>()
+    for (const [instance, { share, until }] of this.#presence.get(topic) ?? []) {
+      if (until <= now) {
+        this.#presence.get(topic)?.delete(instance)
+        continue
+      }
+      streams += share.streams
+      for (const member of share.members) members.add(member)
+    }
+    return Promise.resolve({ streams, members: [...members].sort() })
   }
 
   listen(listener: BrokerListener): Promise<void> {

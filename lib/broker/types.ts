@@ -34,7 +34,22 @@
  *   `lastId`, whichever is newer: neither a gap nor a duplicate can follow.
  * - `close()` stops delivery and releases what the broker created (never what it
  *   was given).
+ * - Keys: `publish(topic, body, { key })` stores the key with the event and
+ *   gives it back on the event, live and in replays (`BrokerEvent.key`). The
+ *   hub drops superseded keyed events from a replay; a broker may also drop them
+ *   from its log early, never the newest of a key.
+ * - Control entries: events of the topic `CONTROL_TOPIC` (the empty string,
+ *   never a user topic) carry messages between instances (`disconnect()`).
+ *   A broker stores and delivers them like any other event; replays never
+ *   return them, since no stream subscribes to that topic.
+ * - Presence (optional, `sharePresence` and `presence` together): each instance
+ *   shares, per topic, how many streams and which members it holds; a share
+ *   lives `ttlMs` unless shared again, so a dead instance's shares leave by
+ *   themselves. `presence(topic)` adds up the live shares of every instance.
  */
+
+/** The topic of control entries: the empty string, which no stream can subscribe to. */
+export const CONTROL_TOPIC = ''
 
 /** One event of the log. */
 export interface BrokerEvent {
@@ -44,6 +59,24 @@ export interface BrokerEvent {
   readonly topic: string
   /** The complete frame, `id:` line included, as sent to every subscriber. */
   readonly frame: Buffer
+  /** A keyed event's key: a later event with the same key on the topic supersedes it for resumes. */
+  readonly key?: string | undefined
+}
+
+/** One instance's share of a topic's presence. */
+export interface PresenceShare {
+  /** Open streams on the topic. */
+  readonly streams: number
+  /** The distinct members among them, sorted. */
+  readonly members: readonly string[]
+}
+
+/** A topic's presence across every instance sharing the broker. */
+export interface Presence {
+  /** Open streams on the topic. */
+  streams: number
+  /** The distinct members among them, sorted; streams without a member count in `streams` only. */
+  members: string[]
 }
 
 /** What `replay` found. */
@@ -82,6 +115,8 @@ export interface BrokerPublishOptions {
    * transaction commits. Only a broker with `transactional: true` takes it.
    */
   transaction?: TransactionClient | undefined
+  /** A keyed event: it supersedes the earlier events with this key on its topic for resumes. */
+  key?: string | undefined
 }
 
 /** What `app.sse.lastId()` hands the broker. */
@@ -114,6 +149,13 @@ export interface Broker {
   unlisten(listener: BrokerListener): Promise<void>
   /** Stops delivery and releases what the broker created. Idempotent. */
   close(): Promise<void>
+  /**
+   * Optional, with `presence`: replaces this instance's shares of the topics in
+   * `shares` (null: none left), each living `ttlMs` unless shared again.
+   */
+  sharePresence?(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
+  /** Optional, with `sharePresence`: the live shares of `topic` of every instance, added up. */
+  presence?(topic: string): Promise<Presence>
   /** Optional: the plugin hands over the app's logger before `listen`, unless the broker has one. */
   useLogger?(logger: BrokerLogger): void
 }
