@@ -79,6 +79,9 @@ const PRESENCE_REFRESH_MS = 4000
 /** ...and a share lives this long: an instance that died leaves presence within it. */
 const PRESENCE_TTL_MS = 12_000
 
+/** A turn's events go out at once past this many bytes, without waiting for its end. */
+const TURN_BYTES = 64 * 1024
+
 /** How often sinks with unsent bytes are checked for progress, at most. */
 const WATCH_MS = 250
 /**
@@ -111,6 +114,9 @@ export class Hub implements SinkOwner {
   readonly #options: HubOptions
   readonly #watchMs: number
   readonly #limits: WatchLimits
+  /** Events delivered this turn, not yet handed to streams. */
+  #turn: BrokerEvent[] = []
+  #turnBytes = 0
   #heartbeat: NodeJS.Timeout | null = null
   #watchTimer: NodeJS.Timeout | null = null
   published = 0
@@ -142,20 +148,68 @@ export class Hub implements SinkOwner {
     }
   }
 
-  /** The broker's listener: hands one event's bytes to every local subscriber of its topic. */
+  /**
+   * The broker's listener. Events of one turn (publishes in a row, a broker's
+   * batch) are gathered and handed over together at the end of the turn
+   * (`process.nextTick`), or sooner past `TURN_BYTES`: each topic's frames are
+   * joined once, and each stream on one topic gets one write per turn.
+   */
   readonly deliver = (event: BrokerEvent): boolean => {
-    const subscribers = this.#topics.get(event.topic)
-    if (subscribers === undefined) {
-      if (event.topic === CONTROL_TOPIC) this.#control(event)
+    if (!this.#topics.has(event.topic)) {
+      if (event.topic === CONTROL_TOPIC) {
+        // Events before it go out first; a stream it ends gets nothing after.
+        this.flushTurn()
+        this.#control(event)
+      }
       return true
     }
-    const frame = event.frame
+    const turn = this.#turn
+    turn.push(event)
+    this.#turnBytes += event.frame.length
+    if (turn.length === 1) process.nextTick(this.#endTurn)
+    return this.#turnBytes < TURN_BYTES || this.flushTurn()
+  }
+
+  readonly #endTurn = (): void => {
+    this.flushTurn()
+  }
+
+  /**
+   * Hands the turn's events to their streams, in order. Returns false when a
+   * socket is over its high-water mark (a broker's batch then yields to I/O).
+   */
+  flushTurn(): boolean {
+    const events = this.#turn
+    if (events.length === 0) return true
+    this.#turn = []
+    this.#turnBytes = 0
     let flowing = true
     let delivered = 0
-    for (const sink of subscribers) {
-      if (sink.handoff !== null && !this.#passes(sink, event)) continue
-      delivered++
-      if (!sink.write(frame)) flowing = false
+    /** Streams on several topics, or in a resume handoff: they take the events one by one. */
+    let oneByOne: Set<Sink> | null = null
+    for (const [topic, list] of byTopic(events)) {
+      const subscribers = this.#topics.get(topic)
+      if (subscribers === undefined) continue
+      const frame = list.length === 1 ? (list[0] as BrokerEvent).frame : Buffer.concat(list.map(frameOf))
+      for (const sink of subscribers) {
+        if (sink.handoff !== null || typeof sink.topics !== 'string') {
+          oneByOne ??= new Set()
+          oneByOne.add(sink)
+          continue
+        }
+        delivered += list.length
+        if (!sink.write(frame)) flowing = false
+      }
+    }
+    if (oneByOne !== null) {
+      for (const sink of oneByOne) {
+        for (const event of events) {
+          if (!subscribedTo(sink.topics, event.topic)) continue
+          if (sink.handoff !== null && !this.#passes(sink, event)) continue
+          delivered++
+          if (!sink.write(event.frame)) flowing = false
+        }
+      }
     }
     this.#metrics.delivered(delivered)
     if (!flowing) this.pressure = true
@@ -164,6 +218,7 @@ export class Hub implements SinkOwner {
 
   /** The broker's gap listener: events were skipped, so every stream with topics starts over from `head`. */
   readonly gap = (head: string | null): void => {
+    this.flushTurn()
     this.#log.warn({ head }, 'fastify-html-sse: the broker skipped events; streams with topics get a reset')
     const frame = resetFrame(head)
     for (const sink of this.sinks) {
@@ -271,6 +326,8 @@ export class Hub implements SinkOwner {
     for (const topic of topics) this.subscribe(sink, topic)
     this.#broker.replay(topics, lastId).then(
       (replay) => {
+        // Events delivered before now are held (or let go) first, as if handed over at once.
+        this.flushTurn()
         // The stream ended, or a gap reset it, while the replay was under way.
         if (sink.handoff !== pending) return
         let last: string
@@ -300,6 +357,7 @@ export class Hub implements SinkOwner {
         this.#goLive(sink, last)
       },
       (err: unknown) => {
+        this.flushTurn()
         if (sink.handoff !== pending) return
         // Keep the client's position: it comes back with the same id, never a reset.
         this.#metrics.resumed('unavailable')
@@ -499,6 +557,7 @@ export class Hub implements SinkOwner {
    * dropped, so `app.close()` never waits on it.
    */
   close(drainMs: number): void {
+    this.flushTurn()
     if (!this.closing) this.#withdrawPresence()
     this.closing = true
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat)
@@ -511,6 +570,26 @@ export class Hub implements SinkOwner {
 
 function frameOf(event: BrokerEvent): Buffer {
   return event.frame
+}
+
+/** A turn's events by topic, each list in order; most turns have one topic. */
+function byTopic(events: readonly BrokerEvent[]): Iterable<[string, BrokerEvent[]]> {
+  const first = (events[0] as BrokerEvent).topic
+  let mixed = false
+  for (const event of events) {
+    if (event.topic !== first) {
+      mixed = true
+      break
+    }
+  }
+  if (!mixed) return [[first, events as BrokerEvent[]]]
+  const topics = new Map<string, BrokerEvent[]>()
+  for (const event of events) {
+    const list = topics.get(event.topic)
+    if (list === undefined) topics.set(event.topic, [event])
+    else list.push(event)
+  }
+  return topics
 }
 
 /** Whether a sink's topics include `topic`. */

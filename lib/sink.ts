@@ -120,6 +120,8 @@ export interface SinkOwner {
   unsubscribe(sink: Sink, topic: string): void
   /** The sink has unsent bytes: watch its progress. */
   watch(sink: Sink): void
+  /** Hands over the events published this turn, before a frame of the sink's own goes out. */
+  flushTurn(): void
 }
 
 type RawReply = FastifyReply['raw']
@@ -470,6 +472,8 @@ export class Sink implements SseSink {
   /** @internal Writes a frame of this stream's own, waiting while the socket is full. */
   sendFrame(frame: string): Promise<boolean> {
     if (this.#closed || this.#ending) return NOT_SENT
+    // Published frames of this turn go first, in the order things happened.
+    this.#owner.flushTurn()
     this.idle = false
     if (this.#head === this.#queue.length && !this.#full && byteLength(frame) <= SLICE_BYTES) {
       if (!this.#write(frame)) this.#markFull()
