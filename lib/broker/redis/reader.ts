@@ -16,13 +16,13 @@
  * after its position were removed, it tells its listeners' `onGap` the head
  * (`last-generated-id`), forgets the recent window and goes on after the head.
  */
-import type { BrokerEvent, BrokerGapListener, BrokerListener } from '../types.js'
-import { compareIds, withId } from '../types.js'
+import type { BrokerGapListener, BrokerListener } from '../types.js'
+import { compareIds } from '../types.js'
 import type { Connections } from './connection.js'
 import { unavailable } from './connection.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
 import type { Entry, StreamInfo } from './reply.js'
-import { entriesOf, entriesOfRead, field, streamInfoOf } from './reply.js'
+import { entriesOf, entriesOfRead, eventOf, streamInfoOf } from './reply.js'
 import type { RecentWindow } from './window.js'
 
 /** The answer to an `XINFO STREAM` command, decoded; null when the key does not exist. */
@@ -160,9 +160,8 @@ export class StreamReader {
     const entries = entriesOf(reply)
     for (let i = entries.length - 1; i >= 0; i--) {
       const [id, fields] = entries[i] as Entry
-      const topic = field(fields, 't')
-      const body = field(fields, 'b')
-      if (topic !== undefined && body !== undefined) this.#window.push({ id, topic, frame: withId(id, body) })
+      const event = eventOf(id, fields)
+      if (event !== undefined) this.#window.push(event)
     }
   }
 
@@ -320,10 +319,8 @@ export class StreamReader {
       if (this.#stopped) return
       this.#position = id
       this.#seq++
-      const topic = field(fields, 't')
-      const body = field(fields, 'b')
-      if (topic === undefined || body === undefined) continue
-      const event: BrokerEvent = { id, topic, frame: withId(id, body) }
+      const event = eventOf(id, fields)
+      if (event === undefined) continue
       this.#window.push(event)
       let flowing = true
       for (const listener of this.#listeners.keys()) {

@@ -11,12 +11,12 @@
  * concurrent checks of one such id share their `XRANGE <id> <id>` too.
  */
 import type { BrokerEvent, BrokerReplay } from '../types.js'
-import { compareIds, parseId, withId } from '../types.js'
+import { compareIds, parseId } from '../types.js'
 import type { Connections } from './connection.js'
 import type { ResolvedOptions } from './options.js'
 import { type StreamReader, streamInfo } from './reader.js'
 import type { Entry } from './reply.js'
-import { entriesOf, field } from './reply.js'
+import { entriesOf, eventOf } from './reply.js'
 import type { RecentWindow } from './window.js'
 
 /** A shared `XRANGE`: the events after an id up to `bound` (all topics), or null when the id is gone or too old. */
@@ -171,9 +171,8 @@ export class Replays {
         events.push(cached)
         continue
       }
-      const topic = field(fields, 't')
-      const body = field(fields, 'b')
-      if (topic !== undefined && body !== undefined) events.push({ id, topic, frame: withId(id, body) })
+      const event = eventOf(id, fields)
+      if (event !== undefined) events.push(event)
     }
     return events
   }

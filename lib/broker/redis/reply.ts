@@ -4,6 +4,8 @@
  * (RESP2), maps or plain objects (RESP3), strings or Buffers. These functions
  * accept all of them and return plain values.
  */
+import type { BrokerEvent } from '../types.js'
+import { withId } from '../types.js'
 
 /** One stream entry: its id and its flat `[field, value, ...]` list. */
 export type Entry = [id: string, fields: unknown[]]
@@ -47,16 +49,29 @@ export function entriesOfRead(reply: unknown): Entry[] {
   return entriesOf(Object.values(reply)[0])
 }
 
-/** The value of `name` in a flat `[field, value, ...]` list. */
-export function field(fields: unknown[], name: string): string | undefined {
+/**
+ * The event an entry holds: the topic (`t`), the frame's body (`b`) and, for a
+ * keyed event, its key (`k`); undefined for an entry the broker did not write.
+ * Every event the broker produces (live, from the window, from `XRANGE`) is
+ * decoded here.
+ */
+export function eventOf(id: string, fields: unknown[]): BrokerEvent | undefined {
+  let topic: string | undefined
+  let body: string | undefined
+  let key: string | undefined
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (text(fields[i]) === name) return text(fields[i + 1])
+    const name = text(fields[i])
+    if (name === 't') topic = text(fields[i + 1])
+    else if (name === 'b') body = text(fields[i + 1])
+    else if (name === 'k') key = text(fields[i + 1])
   }
-  return undefined
+  if (topic === undefined || body === undefined) return undefined
+  const frame = withId(id, body)
+  return key === undefined ? { id, topic, frame } : { id, topic, frame, key }
 }
 
 /** The pairs of a RESP2 flat array, a RESP3 map or an object, as a Map with string keys. */
-function pairs(reply: unknown): Map<string, unknown> {
+export function pairs(reply: unknown): Map<string, unknown> {
   const out = new Map<string, unknown>()
   if (reply instanceof Map) {
     for (const [k, v] of reply) out.set(text(k) ?? String(k), v)
