@@ -44,7 +44,11 @@ export interface RedisBrokerOptions {
    * broker's own reconnect strategy and dead-socket timeout.
    */
   client?: RedisClient | undefined
-  /** Prefix of the broker's key (`<prefix>log`); instances with the same prefix share events. @default 'fastify-html-sse:' */
+  /**
+   * Prefix of the broker's keys: the stream `<prefix>log` and, per topic, the
+   * presence hash `<prefix>presence:<topic>`; instances with the same prefix
+   * share events and presence. @default 'fastify-html-sse:'
+   */
   prefix?: string | undefined
   /**
    * How many recent events a `Last-Event-ID` can resume after; 0 resumes only
@@ -91,6 +95,9 @@ export interface RedisBrokerOptions {
 export interface ResolvedOptions {
   readonly url: string | undefined
   readonly client: RedisClient | undefined
+  /** What every key of the broker starts with. */
+  readonly prefix: string
+  /** The stream: `<prefix>log`. */
   readonly key: string
   readonly replay: number
   readonly retentionMs: number
@@ -160,10 +167,12 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
   const client = o.client as RedisClient | undefined
   const url = o.url as string | undefined
+  const prefix = (o.prefix as string | undefined) ?? 'fastify-html-sse:'
   return {
     url,
     client,
-    key: `${(o.prefix as string | undefined) ?? 'fastify-html-sse:'}log`,
+    prefix,
+    key: `${prefix}log`,
     replay: checkReplay(o.replay ?? 1000),
     retentionMs: (o.retentionMs as number | undefined) ?? 60_000,
     commandTimeoutMs: (o.commandTimeoutMs as number | undefined) ?? 5000,
