@@ -44,14 +44,18 @@
     return null
   }
 
+  /** `url` without its query and fragment (htmx may add parameters to a GET, and drops the fragment). */
+  const pathOf = (url) => {
+    const { origin, pathname } = new URL(url, document.baseURI)
+    return origin + pathname
+  }
+
   /** The element, when `ctx` is the first connect of an `hx-sse:connect` element that has no stream yet. */
   const firstConnect = (ctx) => {
     const element = ctx?.sourceElement
     if (!(element instanceof Element) || element._htmx?.sse || ctx.request?.method !== 'GET') return null
     const url = connectUrlOf(element)
-    if (url === null) return null
-    const same = new URL(url, document.baseURI).href === new URL(ctx.request.action, document.baseURI).href
-    return same ? element : null
+    return url !== null && pathOf(url) === pathOf(ctx.request.action) ? element : null
   }
 
   const retry = (element, url) => {
