@@ -483,3 +483,238 @@ t.test('options are checked', async (t) => {
   t.throws(() => redisBroker({ retentionMs: '60s' as never }), invalid, 'a retentionMs that is not a number')
   t.throws(() => redisBroker(null as never), invalid, 'options that are not an object')
 })
+
+for (const [name, make] of [
+  [
+    'a url',
+    (prefix: string, replay?: number) => redisBroker({ url, prefix, ...(replay === undefined ? {} : { replay }) })
+  ],
+  [
+    'a given RESP2 client',
+    (prefix: string, replay?: number) =>
+      redisBroker({ client: given, prefix, ...(replay === undefined ? {} : { replay }) })
+  ],
+  [
+    'a given client with Buffer replies',
+    (prefix: string, replay?: number) =>
+      redisBroker({ client: buffers, prefix, ...(replay === undefined ? {} : { replay }) })
+  ]
+] as const) {
+  t.test(`keys come back live, from the window, from the start-up window and from XRANGE (${name})`, async (t) => {
+    const prefix = uniquePrefix()
+    const keyOf = (events: readonly BrokerEvent[]) => events.map((e) => [e.topic, e.key ?? null])
+    const live = make(prefix)
+    t.teardown(() => live.close())
+    const seen: BrokerEvent[] = []
+    await live.listen((event) => {
+      seen.push(event)
+    })
+    const first = await live.publish('a', 'data: 0\n\n')
+    const ids = [
+      await live.publish('a', 'data: 1\n\n', { key: 'job' }),
+      await live.publish('a', 'data: 2\n\n'),
+      await live.publish('', 'data: control\n\n'),
+      await live.publish('b', 'data: 3\n\n', { key: 'job' }),
+      await live.publish('a', 'data: 4\n\n', { key: 'other key' })
+    ]
+    await until(() => seen.length === 6, 5000, 'six live events')
+    const expected = [
+      ['a', 'job'],
+      ['a', null],
+      ['', null],
+      ['b', 'job'],
+      ['a', 'other key']
+    ]
+    t.same(keyOf(seen.slice(1)), expected, 'live: each event with its key; the control entry (topic "") too')
+    t.same(
+      seen.filter((e) => e.key === undefined).map((e) => Object.keys(e).sort()),
+      [
+        ['frame', 'id', 'topic'],
+        ['frame', 'id', 'topic'],
+        ['frame', 'id', 'topic']
+      ],
+      'an unkeyed event has no key field'
+    )
+    const notControl = expected.filter(([topic]) => topic !== '')
+    const replayed = (r: BrokerReplay) => (r.found ? keyOf(r.events) : r)
+    t.same(replayed(await live.replay(['a', 'b'], first)), notControl, 'from the window: keys; no control entry')
+
+    // Started after the events: its window is filled from Redis at start.
+    const later = make(prefix)
+    t.teardown(() => later.close())
+    await later.listen(() => {})
+    const before = await calls('xrange')
+    t.same(replayed(await later.replay(['a', 'b'], first)), notControl, 'from the window filled at start')
+    t.equal((await calls('xrange')).calls - before.calls, 0, 'without XRANGE')
+
+    // Never listening: no reader, so every replay is an XRANGE.
+    const reading = make(prefix, 10)
+    t.teardown(() => reading.close())
+    t.same(replayed(await reading.replay(['a', 'b'], first)), notControl, 'from XRANGE')
+    t.same(replayed(await reading.replay(['a'], '0-0')), [['a', null], ...notControl.filter(([x]) => x === 'a')])
+    t.equal((await calls('xrange')).calls - before.calls, 2, 'two XRANGE')
+    t.same(ids.length, 5)
+    await t.rejects(live.publish('a', 'x', { key: '' }), { code: 'FST_ERR_HTML_SSE_OPTION_INVALID' }, 'an empty key')
+    await t.rejects(
+      live.publish('a', 'x', { key: 3 as never }),
+      { code: 'FST_ERR_HTML_SSE_OPTION_INVALID' },
+      'a key that is not a string'
+    )
+  })
+
+  t.test(`presence: shares of two brokers add up, lapse after their TTL, and are withdrawn (${name})`, async (t) => {
+    const prefix = uniquePrefix()
+    const a = make(prefix)
+    const b = make(prefix)
+    t.teardown(() => Promise.all([a.close(), b.close()]))
+    const share = (streams: number, members: string[]) => ({ streams, members })
+    await a.sharePresence(
+      'A',
+      new Map([
+        ['room', share(3, ['ann', 'zoe'])],
+        ['other', share(1, [])]
+      ]),
+      12_000
+    )
+    await b.sharePresence('B', new Map([['room', share(2, ['Bob', 'ann'])]]), 12_000)
+    t.same(await b.presence('room'), { streams: 5, members: ['Bob', 'ann', 'zoe'] }, 'added up, distinct, sorted')
+    t.same(await a.presence('other'), { streams: 1, members: [] }, 'streams without members')
+    t.same(await a.presence('none'), { streams: 0, members: [] }, 'a topic nobody shares')
+    const pttl = Number(await admin.sendCommand(['PTTL', `${prefix}presence:room`]))
+    t.ok(pttl > 12_000 && pttl <= 14_000, `the hash expires a little after the TTL (${pttl} ms)`)
+
+    await a.sharePresence('A', new Map([['room', null]]), 12_000)
+    t.same(await b.presence('room'), { streams: 2, members: ['Bob', 'ann'] }, "a null share withdraws A's share")
+    await b.sharePresence('B', new Map([['room', null]]), 12_000)
+    t.equal(Number(await admin.sendCommand(['EXISTS', `${prefix}presence:room`])), 0, 'the last withdrawal')
+
+    // A share that is not renewed lapses; a share lapsed as long again is deleted.
+    await b.sharePresence('B', new Map([['other', share(4, ['cid'])]]), 300)
+    t.same(await a.presence('other'), { streams: 5, members: ['cid'] }, 'a short-lived share counts')
+    await until(async () => (await a.presence('other')).streams === 1, 10_000, 'the short share to lapse')
+    t.same(await a.presence('other'), { streams: 1, members: [] }, 'it lapsed by itself')
+    await until(
+      async () => {
+        await a.presence('other')
+        return Number(await admin.sendCommand(['HEXISTS', `${prefix}presence:other`, 'B'])) === 0
+      },
+      10_000,
+      'the lapsed share to be deleted'
+    )
+    t.equal(
+      Number(await admin.sendCommand(['HEXISTS', `${prefix}presence:other`, 'A'])),
+      1,
+      'a presence call deleted the long-lapsed share, and only it'
+    )
+  })
+}
+
+t.test('presence follows Redis clock, not the hosts: skewed instances agree on what counts', async (t) => {
+  const prefix = uniquePrefix()
+  const reader = redisBroker({ url, prefix })
+  const behind = redisBroker({ url, prefix })
+  const ahead = redisBroker({ url, prefix })
+  t.teardown(() => Promise.all([reader.close(), behind.close(), ahead.close()]))
+  const realNow = Date.now
+  /** Runs `share` on a host whose clock is `skew` ms off. */
+  const skewed = async (skew: number, share: () => Promise<void>) => {
+    Date.now = () => realNow() + skew
+    try {
+      await share()
+    } finally {
+      Date.now = realNow
+    }
+  }
+  // A host 60 s behind: with its own clock, its 12 s share would have lapsed before it was written.
+  await skewed(-60_000, () =>
+    behind.sharePresence('behind', new Map([['room', { streams: 1, members: ['b'] }]]), 12_000)
+  )
+  t.same(await reader.presence('room'), { streams: 1, members: ['b'] }, 'a host behind: its share counts')
+  // A host 60 s ahead: with its own clock, its 500 ms share would count for a minute.
+  await skewed(60_000, () => ahead.sharePresence('ahead', new Map([['room', { streams: 2, members: ['a'] }]]), 500))
+  t.same(await reader.presence('room'), { streams: 3, members: ['a', 'b'] }, 'a host ahead: its share counts')
+  await until(async () => (await reader.presence('room')).streams === 1, 10_000, "the ahead host's share to lapse")
+  t.same(await reader.presence('room'), { streams: 1, members: ['b'] }, 'and lapses after its TTL on Redis clock')
+})
+
+t.test('presence costs a fixed number of commands per call, whatever the streams', async (t) => {
+  const prefix = uniquePrefix()
+  const broker = redisBroker({ url, prefix })
+  t.teardown(() => broker.close())
+  const names = ['multi', 'exec', 'hset', 'pexpire', 'hdel', 'time', 'hgetall']
+  const count = async () => {
+    const out: Record<string, number> = {}
+    for (const name of names) out[name] = (await calls(name)).calls
+    return out
+  }
+  const delta = (a: Record<string, number>, b: Record<string, number>) =>
+    Object.fromEntries(names.map((name) => [name, (b[name] as number) - (a[name] as number)]))
+  const many = Array.from({ length: 5000 }, (_, i) => `member-${i}`)
+  let before = await count()
+  await broker.sharePresence('I', new Map([['x', { streams: 5000, members: many }]]), 12_000)
+  t.same(
+    delta(before, await count()),
+    { multi: 1, exec: 1, hset: 1, pexpire: 1, hdel: 0, time: 2, hgetall: 0 },
+    'the first share: one TIME to learn the clock, then one transaction'
+  )
+  before = await count()
+  await broker.sharePresence(
+    'I',
+    new Map([
+      ['x', { streams: 4999, members: many.slice(1) }],
+      ['y', { streams: 1, members: ['z'] }],
+      ['w', null]
+    ]),
+    12_000
+  )
+  t.same(
+    delta(before, await count()),
+    { multi: 1, exec: 1, hset: 2, pexpire: 2, hdel: 1, time: 1, hgetall: 0 },
+    'three topics: one transaction, 2n + 3 commands'
+  )
+  before = await count()
+  const p = await broker.presence('x')
+  t.equal(p.streams, 4999)
+  t.equal(p.members.length, 4999)
+  t.same(
+    delta(before, await count()),
+    { multi: 0, exec: 0, hset: 0, pexpire: 0, hdel: 0, time: 1, hgetall: 1 },
+    'presence: TIME and HGETALL'
+  )
+})
+
+t.test('presence: a frozen Redis, a wrong key type and a closed broker reject with the coded error', async (t) => {
+  const own = await privateRedis(t)
+  const broker = redisBroker({ url: own.url, prefix: 'p:', commandTimeoutMs: 300 })
+  const one = new Map([['room', { streams: 1, members: ['ann'] }]])
+  await broker.sharePresence('I', one, 12_000)
+  own.pause()
+  await t.rejects(broker.sharePresence('I', one, 12_000), { code: UNAVAILABLE, message: /within 300 ms/ }, 'share')
+  await t.rejects(broker.presence('room'), { code: UNAVAILABLE, message: /within 300 ms/ }, 'presence')
+  own.resume()
+  await until(
+    () =>
+      broker.presence('room').then(
+        (p) => p.streams === 1,
+        () => false
+      ),
+    10_000,
+    'presence to answer again'
+  )
+  t.same(await broker.presence('room'), { streams: 1, members: ['ann'] }, 'answers again once Redis does')
+  const other = createClient({ url: own.url })
+  other.on('error', () => {})
+  await other.connect()
+  await other.set('p:presence:text', 'not a hash')
+  other.destroy()
+  await t.rejects(
+    broker.sharePresence('I', new Map([['text', { streams: 1, members: [] }]]), 12_000),
+    { code: UNAVAILABLE, message: /WRONGTYPE/ },
+    'a key that is not a hash'
+  )
+  await t.rejects(broker.presence('text'), { code: UNAVAILABLE, message: /WRONGTYPE/ })
+  await t.rejects(broker.sharePresence('', one, 12_000), { code: 'FST_ERR_HTML_SSE_OPTION_INVALID' }, 'no instance')
+  await broker.close()
+  await t.rejects(broker.sharePresence('I', one, 12_000), { code: UNAVAILABLE }, 'share after close')
+  await t.rejects(broker.presence('room'), { code: UNAVAILABLE }, 'presence after close')
+})
