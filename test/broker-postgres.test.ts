@@ -1,5 +1,7 @@
 import pg from 'pg'
 import t from 'tap'
+import { resolveOptions } from '../lib/broker/postgres/options.js'
+import { statements } from '../lib/broker/postgres/schema.js'
 import { postgresBroker } from '../lib/broker/postgres.js'
 import { brokerContract } from './helpers/broker-contract.js'
 import { privateDatabase } from './helpers/postgres.js'
@@ -71,4 +73,24 @@ t.test('a broker started after 200 events starts at the head and answers resumes
     'each of 50 resumes from the 100th gets the 100 events after it'
   )
   t.equal(queries - before, 0, 'answered from the window filled at start, without a query')
+})
+
+t.test('the reads are planned under jit_above_cost on a new table (no JIT compile per read)', async (t) => {
+  const table = tableOf(`jit${Date.now()}`)
+  const broker = postgresBroker({ pool, table })
+  t.teardown(() => broker.close())
+  await broker.publish('a', 'data: x\n\n')
+  const sql = statements(resolveOptions({ pool, table }))
+  const limit = Number((await pool.query('SHOW jit_above_cost')).rows[0].jit_above_cost)
+  const costOf = async (text: string, values: unknown[]) =>
+    (await pool.query(`EXPLAIN (FORMAT JSON) ${text}`, values)).rows[0]['QUERY PLAN'][0].Plan['Total Cost'] as number
+  for (const [name, text, values] of [
+    ['read', sql.read, [0, 1000]],
+    ['range', sql.range, [0, '9223372036854775807', 1002]],
+    ['newest', sql.newest, [1001]],
+    ['head', sql.head, []]
+  ] as const) {
+    const cost = await costOf(text, [...values])
+    t.ok(cost < limit, `${name}: cost ${cost} < jit_above_cost ${limit}`)
+  }
 })
