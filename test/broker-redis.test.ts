@@ -654,8 +654,8 @@ t.test('presence costs a fixed number of commands per call, whatever the streams
   await broker.sharePresence('I', new Map([['x', { streams: 5000, members: many }]]), 12_000)
   t.same(
     delta(before, await count()),
-    { multi: 1, exec: 1, hset: 1, pexpire: 1, hdel: 0, time: 2, hgetall: 0 },
-    'the first share: one TIME to learn the clock, then one transaction'
+    { multi: 0, exec: 0, hset: 1, pexpire: 1, hdel: 0, time: 2, hgetall: 0 },
+    'the first share: one TIME to learn the clock, then one pipeline'
   )
   before = await count()
   await broker.sharePresence(
@@ -669,8 +669,8 @@ t.test('presence costs a fixed number of commands per call, whatever the streams
   )
   t.same(
     delta(before, await count()),
-    { multi: 1, exec: 1, hset: 2, pexpire: 2, hdel: 1, time: 1, hgetall: 0 },
-    'three topics: one transaction, 2n + 3 commands'
+    { multi: 0, exec: 0, hset: 2, pexpire: 2, hdel: 1, time: 1, hgetall: 0 },
+    'three topics: one pipeline, at most 2n + 1 commands'
   )
   before = await count()
   const p = await broker.presence('x')
@@ -717,4 +717,26 @@ t.test('presence: a frozen Redis, a wrong key type and a closed broker reject wi
   await broker.close()
   await t.rejects(broker.sharePresence('I', one, 12_000), { code: UNAVAILABLE }, 'share after close')
   await t.rejects(broker.presence('room'), { code: UNAVAILABLE }, 'presence after close')
+})
+
+t.test("sharing presence on the app's own client leaves the app's WATCH in place", async (t) => {
+  const client = createClient({ url })
+  client.on('error', () => {})
+  await client.connect()
+  t.teardown(() => client.destroy())
+  const prefix = uniquePrefix()
+  const broker = redisBroker({ client, prefix })
+  t.teardown(() => broker.close())
+  const watched = `${prefix}watched`
+  await client.sendCommand(['WATCH', watched])
+  await broker.sharePresence('I', new Map([['room', { streams: 1, members: [] }]]), 12_000)
+  t.same(await broker.presence('room'), { streams: 1, members: [] }, 'shared meanwhile')
+  await admin.sendCommand(['SET', watched, 'changed by another client'])
+  const queued = [
+    client.sendCommand(['MULTI']),
+    client.sendCommand(['SET', watched, 'mine']),
+    client.sendCommand(['EXEC'])
+  ]
+  t.equal((await Promise.all(queued))[2], null, "the app's transaction aborts, as its WATCH asks")
+  t.equal(String(await admin.sendCommand(['GET', watched])), 'changed by another client')
 })

@@ -11,7 +11,7 @@
  * Clock: Redis's, never this host's alone. `presence()` reads Redis `TIME`
  * together with the hash and compares each `until` with it; `sharePresence()`
  * writes `until` as this host's clock plus the offset to Redis's clock, learnt
- * from the `TIME` that rides in its previous transaction (and once, before the
+ * from the `TIME` that rides in its previous pipeline (and once, before the
  * first share). Two instances whose clocks disagree by seconds therefore still
  * agree on which shares are live: the error is the round trip of the last
  * share, not the skew between hosts. (With each host's own clock, an instance
@@ -21,10 +21,14 @@
  * streams in memory and shares per topic, at most every 200 ms after a change
  * and every 4 s for all its topics; opening or closing a stream costs nothing
  * by itself):
- * - `sharePresence(instance, shares)`: one round trip, one transaction:
- *   `MULTI`, per topic `HSET` + `PEXPIRE` (or one `HDEL` for a topic it left),
- *   `TIME`, `EXEC`; 2n + 3 commands for n topics. The first call of a broker
- *   sends one `TIME` before it.
+ * - `sharePresence(instance, shares)`: one round trip, one pipeline: per
+ *   topic `HSET` + `PEXPIRE` (or one `HDEL` for a topic it left), then `TIME`;
+ *   at most 2n + 1 commands for n topics. The first call of a broker sends one
+ *   `TIME` before it. A pipeline rather than `MULTI`/`EXEC`: on a client the
+ *   app shares with the broker, an `EXEC` of ours would drop the app's
+ *   `WATCH`es. Without it, a connection lost between an `HSET` and its
+ *   `PEXPIRE` may leave a new hash without expiry; its lapsed field is still
+ *   ignored, and deleted by the next `presence()` of the topic (below).
  * - `presence(topic)`: one round trip, `TIME` and `HGETALL` (O(instances
  *   sharing the topic)). When it meets a share that lapsed a whole TTL ago (an
  *   instance that died while others kept the topic alive), it also sends one
@@ -108,7 +112,7 @@ export class PresenceStore {
     const client = await this.#conns.commands()
     if (this.#offset === null) await this.#measure(client)
     const until = Date.now() + (this.#offset as number) + ttlMs
-    const commands: string[][] = [['MULTI']]
+    const commands: string[][] = []
     for (const [topic, share] of shares) {
       const key = this.keyOf(topic)
       if (share === null) {
@@ -118,15 +122,11 @@ export class PresenceStore {
       const stored: StoredShare = { streams: share.streams, members: [...share.members], until, ttl: ttlMs }
       commands.push(['HSET', key, instance, JSON.stringify(stored)], ['PEXPIRE', key, String(ttlMs + KEY_SLACK_MS)])
     }
-    commands.push(['TIME'], ['EXEC'])
-    // Sent in one go, in order, so no other command of this connection lands inside the transaction.
+    commands.push(['TIME'])
+    // One pipeline, not a MULTI: on a client the app also uses, EXEC would drop the app's WATCHes.
     const sentAt = Date.now()
     const replies = await Promise.all(commands.map((args) => this.#conns.send(client, args)))
-    const results = replies.at(-1)
-    if (!Array.isArray(results)) throw unavailable('Redis discarded the presence transaction')
-    const failed = results.find((r) => r instanceof Error) as Error | undefined
-    if (failed !== undefined) throw unavailable(`Redis refused a presence write: ${failed.message}`, failed)
-    this.#learn(results.at(-1), sentAt)
+    this.#learn(replies.at(-1), sentAt)
   }
 
   async presence(topic: string): Promise<Presence> {
