@@ -13,9 +13,11 @@ export interface HtmxScriptsProps {
  * The `<script>` tags that load htmx and its SSE extension from the app itself
  * (the plugin serves the installed, pinned files: no CDN needed). Each path
  * carries a hash of the file, so browsers cache it for good and an upgrade is
- * picked up at once. For htmx 2 it also loads the small script that keeps a
- * page's place in its streams when htmx-ext-sse replaces an EventSource after an
- * HTTP error (htmx 4's `hx-sse` keeps it itself).
+ * picked up at once. Each line also gets a small script of this package: for
+ * htmx 2, one that keeps a page's place in its streams when htmx-ext-sse
+ * replaces an EventSource after an HTTP error; for htmx 4, one that retries the
+ * first connect of an `hx-sse:connect` element when it fails (a proxy's 502, a
+ * dropped connection), which `hx-sse` does only for a stream it already has.
  *
  * @example
  * ```tsx
