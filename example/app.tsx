@@ -18,6 +18,7 @@ import { Partial } from 'fastify-html-sse/components'
 import { HTMX_LINES, type Htmx, htmxOf } from './htmx.js'
 // Sets the global MeterProvider, which the plugin takes its meter from when it registers.
 import { prometheusText } from './metrics.js'
+import { memoryNotes, type NoteStore } from './notes.js'
 import {
   Button,
   Clock,
@@ -43,6 +44,8 @@ export interface BuildAppOptions {
   heartbeatMs?: number
   /** Job ids start after this; instances sharing a broker use disjoint ranges. @default 0 */
   jobIdBase?: number
+  /** Where notes live: rows of PostgreSQL with `postgresNotes(pool)` (and `postgresBroker`). @default memoryNotes() */
+  notes?: NoteStore
 }
 
 interface PageQuery {
@@ -107,7 +110,7 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   await app.register(fastifyKitaHtml)
   await app.register(htmlSse, { broker: opts.broker, heartbeatMs: opts.heartbeatMs })
 
-  const notes: Note[] = []
+  const notes = opts.notes ?? memoryNotes()
   const jobs = new Map<number, Job>()
   let lastJobId = opts.jobIdBase ?? 0
   let tabs = 0
@@ -116,9 +119,10 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
 
   app.get<{ Querystring: PageQuery }>('/', async (request, reply) => {
     const htmx = htmxOf(request.query)
-    const state = { tabs, notes: [...notes], jobs: [...jobs.values()].reverse() }
-    // The id this state is current at: the page stream resumes from there.
-    const lastEventId = request.query.lastEventId ?? (await app.sse.lastId())
+    // The notes and the id they are current at: the page stream resumes from there.
+    const page = await notes.page(app.sse)
+    const state = { tabs, notes: page.notes, jobs: [...jobs.values()].reverse() }
+    const lastEventId = request.query.lastEventId ?? page.lastEventId
     return reply.html(<Page htmx={htmx} lastEventId={lastEventId} {...state} />)
   })
 
@@ -158,10 +162,9 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
       .slice(0, 280)
     if (text !== '') {
       const note: Note = { text, at: new Date() }
-      notes.unshift(note)
-      notes.length = Math.min(notes.length, 20)
-      await app.sse.publish(
-        'notes',
+      await notes.add(
+        app.sse,
+        note,
         <Partial target="#notes" swap="afterbegin">
           <NoteItem note={note} />
         </Partial>
@@ -172,7 +175,7 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   })
 
   // What a page refetches after a `reset`.
-  app.get('/notes', (_request, reply) => reply.html(<NoteList notes={notes} />))
+  app.get('/notes', async (_request, reply) => reply.html(<NoteList notes={await notes.list()} />))
 
   app.post('/jobs', async (_request, reply) => {
     const id = ++lastJobId
