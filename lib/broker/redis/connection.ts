@@ -86,6 +86,22 @@ export class Connections {
    * Redis refuses it, fails, or does not answer within `commandTimeoutMs`.
    */
   send(client: RedisClient, args: string[]): Promise<unknown> {
+    return this.#bounded(client, args[0] as string, (ms) => client.sendCommand(args, { timeout: ms }))
+  }
+
+  /**
+   * Sends several commands in one go (node-redis pipelines them: one round
+   * trip) under one bound; resolves to their replies in order, or rejects as
+   * `send` does when any fails or they are not all answered in time.
+   */
+  sendAll(client: RedisClient, commands: readonly string[][]): Promise<unknown[]> {
+    const what = commands.length === 1 ? (commands[0]?.[0] as string) : `${commands.length} pipelined commands`
+    return this.#bounded(client, what, (ms) =>
+      Promise.all(commands.map((args) => client.sendCommand(args, { timeout: ms })))
+    ) as Promise<unknown[]>
+  }
+
+  #bounded(client: RedisClient, what: string, run: (ms: number) => Promise<unknown>): Promise<unknown> {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
     const ms = this.#options.commandTimeoutMs
     const target = this.#options.target
@@ -93,12 +109,12 @@ export class Connections {
       let settled = false
       const timer = setTimeout(() => {
         settled = true
-        reject(unavailable(`Redis at ${target} did not answer ${args[0]} within ${ms} ms`))
+        reject(unavailable(`Redis at ${target} did not answer ${what} within ${ms} ms`))
         this.#timedOut(client)
       }, ms)
       let sent: Promise<unknown>
       try {
-        sent = client.sendCommand(args, { timeout: ms })
+        sent = run(ms)
       } catch (err) {
         sent = Promise.reject(err)
       }

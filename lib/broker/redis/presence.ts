@@ -125,7 +125,7 @@ export class PresenceStore {
     commands.push(['TIME'])
     // One pipeline, not a MULTI: on a client the app also uses, EXEC would drop the app's WATCHes.
     const sentAt = Date.now()
-    const replies = await Promise.all(commands.map((args) => this.#conns.send(client, args)))
+    const replies = await this.#conns.sendAll(client, commands)
     this.#learn(replies.at(-1), sentAt)
   }
 
@@ -133,10 +133,7 @@ export class PresenceStore {
     const client = await this.#conns.commands()
     const key = this.keyOf(topic)
     const sentAt = Date.now()
-    const [time, all] = await Promise.all([
-      this.#conns.send(client, ['TIME']),
-      this.#conns.send(client, ['HGETALL', key])
-    ])
+    const [time, all] = await this.#conns.sendAll(client, [['TIME'], ['HGETALL', key]])
     const now = msOfTime(time)
     if (!Number.isFinite(now)) throw unavailable('Redis answered TIME without a time')
     this.#learn(time, sentAt)
