@@ -239,6 +239,20 @@ t.test('a writer killed between its INSERT and its COMMIT: nothing delivered, no
   onB.close()
 })
 
+t.test('a pool given as the transaction is refused: its query would run outside the transaction', async (t) => {
+  const { a } = await twoInstances(t)
+  await t.rejects(
+    a.app.sse.publish('a', '<p>x</p>', 'message', { transaction: pool }),
+    { code: 'FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED', message: /pool\.connect\(\)/ },
+    'publish'
+  )
+  await t.rejects(
+    a.app.sse.lastId({ transaction: pool }),
+    { code: 'FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED' },
+    'lastId'
+  )
+})
+
 t.test('memory and Redis brokers refuse a transaction with a coded error', async (t) => {
   const client = await pool.connect()
   t.teardown(() => client.release())

@@ -7,6 +7,7 @@
  * `schema.ts` (the tables, the statements, the order), `reader.ts` (LISTEN, the
  * poll, pacing, gaps, retention), `replay.ts` (resume and the newest id).
  */
+import { FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED } from '../../errors.js'
 import { RecentWindow } from '../redis/window.js'
 import type {
   Broker,
@@ -15,7 +16,8 @@ import type {
   BrokerListener,
   BrokerLogger,
   BrokerPublishOptions,
-  BrokerReplay
+  BrokerReplay,
+  TransactionClient
 } from '../types.js'
 import { compareIds } from '../types.js'
 import { Database, unavailable } from './connection.js'
@@ -49,6 +51,20 @@ function describeLog(obj: object): string {
 
 const UNDEFINED_TABLE = '42P01'
 
+/**
+ * A pool's `query` would run on a connection of its own, outside the app's
+ * transaction: refuse it rather than publish before the commit.
+ */
+function checkClient(transaction: TransactionClient | undefined): TransactionClient | undefined {
+  const t = transaction as { connect?: unknown; totalCount?: unknown } | undefined
+  if (t !== undefined && typeof t.connect === 'function' && typeof t.totalCount === 'number') {
+    throw new FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED(
+      'options.transaction is a pool: pass the client you ran BEGIN on (const client = await pool.connect())'
+    )
+  }
+  return transaction
+}
+
 class PostgresLogBroker implements PostgresBroker {
   readonly transactional = true
   readonly #options: ReturnType<typeof resolveOptions>
@@ -81,8 +97,8 @@ class PostgresLogBroker implements PostgresBroker {
   }
 
   async publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
+    const transaction = checkClient(options?.transaction)
     await this.#setUp()
-    const transaction = options?.transaction
     const values = [topic, body, this.#options.table]
     const reply = await this.#tableMissing(
       transaction === undefined
@@ -107,8 +123,8 @@ class PostgresLogBroker implements PostgresBroker {
 
   async lastId(options?: BrokerLastIdOptions): Promise<string | null> {
     if (this.#closing !== null) throw unavailable('it is closed')
+    const transaction = checkClient(options?.transaction)
     await this.#setUp()
-    const transaction = options?.transaction
     return transaction === undefined ? this.#replays.lastId(this.#published) : this.#replays.lastIdIn(transaction)
   }
 
