@@ -29,8 +29,11 @@
  *   `WATCH`es. Without it, a connection lost between an `HSET` and its
  *   `PEXPIRE` may leave a new hash without expiry; its lapsed field is still
  *   ignored, and deleted by the next `presence()` of the topic (below).
- * - `presence(topic)`: one round trip, `TIME` and `HGETALL` (O(instances
- *   sharing the topic)). When it meets a share that lapsed a whole TTL ago (an
+ * - The hub's refresh every 4 s shares each topic the instance holds: 2T + 1
+ *   commands per 4 s for T topics, in one pipeline; proportional to topics,
+ *   never to streams (200 streams on one topic are one `HSET`).
+ * - `presence(topic)`: one round trip, `TIME` and `HGETALL` (its reply grows
+ *   with the instances sharing the topic and their members). When it meets a share that lapsed a whole TTL ago (an
  *   instance that died while others kept the topic alive), it also sends one
  *   `HDEL` of those fields, without waiting for it. A share is deleted only
  *   that late so that an instance that was merely slow and shares again at
