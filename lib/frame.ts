@@ -12,6 +12,7 @@ import {
   FST_ERR_HTML_SSE_ID_INVALID,
   FST_ERR_HTML_SSE_RETRY_INVALID
 } from './errors.js'
+import { describe, isIntegerIn, isThenable } from './validate.js'
 
 /** What `sseMessage` accepts as HTML: a `JSX.Element` of `@kitajs/html` or a plain string. */
 export type Html = string | Promise<string>
@@ -41,7 +42,7 @@ export function checkId(id: unknown): asserts id is string {
 
 /** Throws unless `retry` is a non-negative safe integer. */
 export function checkRetry(retry: unknown): asserts retry is number {
-  if (!Number.isSafeInteger(retry) || (retry as number) < 0) {
+  if (!isIntegerIn(retry, 0)) {
     throw new FST_ERR_HTML_SSE_RETRY_INVALID(typeof retry === 'number' ? retry : typeof retry)
   }
 }
@@ -75,18 +76,6 @@ function dataLines(html: string): string {
 function frame(fields: string, html: unknown): string {
   if (typeof html !== 'string') throw new FST_ERR_HTML_SSE_HTML_INVALID(describe(html))
   return `${fields}${dataLines(html)}\n`
-}
-
-/** A short, safe description of a value for error messages (never its content). */
-export function describe(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' ? `an object (${Object.prototype.toString.call(value)})` : typeof value
-}
-
-/** True for a promise or any thenable. */
-export function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return value != null && typeof (value as { then?: unknown }).then === 'function'
 }
 
 /**
@@ -143,3 +132,33 @@ export function isFrame(text: string): boolean {
   if (!text.endsWith('\n\n')) return false
   return FRAME.test(text)
 }
+
+// The frames the plugin writes of its own accord.
+
+/** A heartbeat: one comment line, only ever between frames. */
+export const HEARTBEAT = Buffer.from(':\n')
+
+/**
+ * A frame that tells the client to reconnect after `ms` (a refusal, a drain,
+ * the end of a lifetime). A named event without data: an EventSource applies
+ * `retry:` while parsing and dispatches nothing, and htmx 4's `hx-sse` applies
+ * `retry:` only from an event with data or a name.
+ */
+export function retryFrame(ms: number): string {
+  return `event: retry\nretry: ${ms}\n\n`
+}
+
+/**
+ * The `reset` event sent when a `Last-Event-ID` cannot be resumed. Its id is the
+ * newest id (or empty, which clears the browser's), so the next reconnect
+ * resumes from here instead of resetting again.
+ */
+export function resetFrame(head: string | null): string {
+  return sseMessage('', 'reset', { id: head ?? '' })
+}
+
+/** The last event of a stream whose `expiresAt` came: named, with a data line, so every client dispatches it. */
+export const EXPIRED_FRAME = 'event: expired\ndata: \n\n'
+
+/** The last event of a stream ended by `app.sse.disconnect()`: named, with a data line, so every client dispatches it. */
+export const REVOKED_FRAME = 'event: revoked\ndata: \n\n'

@@ -14,9 +14,10 @@ export type {
   TransactionClient
 } from './broker/types.js'
 export { CONTROL_TOPIC, compareIds } from './broker/types.js'
+export type { DisconnectFilter } from './control.js'
+export type { SseStats } from './counters.js'
 export * from './errors.js'
 export { type Html, type SseMessageOptions, sseComment, sseMessage } from './frame.js'
-export type { DisconnectFilter, SseStats } from './hub.js'
 export {
   default,
   fastifyHtmlSse,
@@ -26,4 +27,11 @@ export {
   type SseHub,
   type SseReplyOptions
 } from './plugin.js'
-export type { CloseReason, SseItem, SseSink, SseSource, SseSourceFactory } from './sink.js'
+export {
+  CLOSE_REASONS,
+  type CloseReason,
+  type SseItem,
+  type SseSink,
+  type SseSource,
+  type SseSourceFactory
+} from './types.js'

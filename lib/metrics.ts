@@ -8,7 +8,7 @@
  * event, never once per socket write. No topic names become attributes: they
  * are unbounded.
  */
-import { CLOSE_REASONS, type CloseReason } from './sink.js'
+import { CLOSE_REASONS, type CloseReason } from './types.js'
 
 /** Why a stream was refused; the `reason` attribute of `sse.streams.refused`. */
 export type RefuseReason = 'max_connections' | 'max_connections_per_client'

@@ -1,6 +1,6 @@
 /** The progress watch's rules, without sockets: `judge` reads one check at a time. */
 import { test } from 'tap'
-import { judge, type Watch, type WatchLimits } from '../lib/sink.js'
+import { judge, type Watch, type WatchLimits } from '../lib/watch.js'
 
 const limits: WatchLimits = { maxBufferedBytes: 1000, writeTimeoutMs: 30_000, stallMs: 3000, windowMs: 2000 }
 

@@ -3,7 +3,12 @@
  * Ids are `<epoch>-<n>`: `epoch` is the time the broker was made, so an id from
  * before a restart is never mistaken for one of this run.
  */
-import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE, FST_ERR_HTML_SSE_OPTION_INVALID } from '../errors.js'
+import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../errors.js'
+import { checkReplay } from '../validate.js'
+
+// The Redis and Postgres options check `replay` the same way.
+export { checkReplay }
+
 import type {
   Broker,
   BrokerEvent,
@@ -19,14 +24,6 @@ import { parseId, withId } from './types.js'
 export interface MemoryBrokerOptions {
   /** How many recent events to keep for `Last-Event-ID` resume; 0 keeps none. @default 1000 */
   replay?: number | undefined
-}
-
-/** Checks a `replay` option: a non-negative safe integer. */
-export function checkReplay(replay: unknown): number {
-  if (!Number.isSafeInteger(replay) || (replay as number) < 0) {
-    throw new FST_ERR_HTML_SSE_OPTION_INVALID('replay', `must be a non-negative safe integer, got ${String(replay)}`)
-  }
-  return replay as number
 }
 
 class MemoryBroker implements Broker {
