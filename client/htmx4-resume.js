@@ -3,10 +3,10 @@
  *
  * htmx 4's hx-sse reconnects a stream it already has (with the `retry:` hint the
  * server sent, or its backoff), but the first request of an `hx-sse:connect`
- * element goes through htmx's ordinary request path: an answer that is not an
- * event stream (a proxy's 502 during a deploy) is swapped into the page like
- * any error page, a network failure only logs `htmx:error`, and the element
- * never connects again. This script turns both into a retry of that first
+ * element goes through htmx's ordinary request path: an error status that is
+ * not an event stream (a proxy's 502 during a deploy) is swapped into the page
+ * like any error page, a network failure only logs `htmx:error`, and the
+ * element never connects again. This script turns both into a retry of that first
  * request, after hx-sse's own reconnect delay (`htmx.config.sse.reconnectDelay`,
  * 500 ms by default, doubling up to `reconnectMaxDelay`, ±`reconnectJitter`),
  * and keeps the error answer out of the page. The request is the very one the
@@ -79,8 +79,8 @@
     document.addEventListener(mc ? name.replace(/:/g, mc) : name, listener)
   }
 
-  // An answer that is not an event stream. hx-sse takes every event stream
-  // before this event fires, so what reaches it here is an error page or the like.
+  // An error status. hx-sse takes every event stream before this event fires,
+  // so what reaches it here is an error page or the like.
   on('htmx:before:response', (event) => {
     const ctx = event.detail?.ctx
     const element = firstConnect(ctx)
