@@ -12,6 +12,8 @@ import { recordingLogger } from './helpers/redis.js'
 import { type Client, connect, settles, until } from './helpers/sse.js'
 
 const UNAVAILABLE = 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
+// Instances behind the proxy get commandTimeoutMs 1500: short enough to see the rejections, long enough
+// for their start on a busy machine.
 const db = await privateDatabase(t)
 const admin = new pg.Pool({ connectionString: db.url, max: 2 })
 admin.on('error', () => {})
@@ -24,7 +26,7 @@ t.test('the database unreachable: publish and replay reject with the code, then 
   const proxy = await pgProxy(t, { port: db.port })
   const { lines, logger } = recordingLogger()
   const viaProxy = withDatabase(db.url, db.name, proxy.port)
-  const a = await pgApp(t, { connectionString: viaProxy, table, commandTimeoutMs: 400, pollMs: 100, logger })
+  const a = await pgApp(t, { connectionString: viaProxy, table, commandTimeoutMs: 1500, pollMs: 100, logger })
   const b = await pgApp(t, { connectionString: db.url, table, pollMs: 100 })
   const live = await connect(`${a.base}/events?topics=a`)
   const e1 = await b.app.sse.publish('a', '<p>1</p>')
@@ -117,7 +119,13 @@ t.test('an instance that falls behind retention gets a reset, never a silent jum
   const table = uniqueTable()
   const proxy = await pgProxy(t, { port: db.port })
   const viaProxy = withDatabase(db.url, db.name, proxy.port)
-  const a = await pgApp(t, { connectionString: viaProxy, table, commandTimeoutMs: 400, pollMs: 100, retentionMs: 1000 })
+  const a = await pgApp(t, {
+    connectionString: viaProxy,
+    table,
+    commandTimeoutMs: 1500,
+    pollMs: 100,
+    retentionMs: 1000
+  })
   const b = await pgApp(t, { connectionString: db.url, table, pollMs: 100, retentionMs: 1000 })
   const live = await connect(`${a.base}/events?topics=a`)
   await b.app.sse.publish('a', '<p>seen</p>')
