@@ -5,16 +5,20 @@
 //
 //   node bench/burst.mjs [--rounds 5] [--clients 1000,5000] [--per-turn 1,10,100] [--events 100000,400000,800000]
 //                        [--await-each 0] [--lat-clients 1000] [--lat-rate 5] [--lat-seconds 4] [--profile <dir>]
+//                        [--refs <commit>,<commit>]
 //
 // --events: deliveries per burst (clients × publishes) for each --per-turn value; more for larger turns, which
 // deliver faster, so that every timed burst lasts a second or more. --await-each 1: a turn's publishes awaited one by
 // one (`for (…) await app.sse.publish(…)`) instead of called back to back and awaited together.
 // --profile <dir>: one round, the V8 profiler on around each side's timed bursts; writes
 // <dir>/<side>-<clients>-<per turn>.cpuprofile, prints where the time went, and writes no report.
+// --refs: one `ours` side per commit (each built privately), e.g. before and after a change, measured in the same
+// rounds; their ratio to each other is then as free of the machine's drift as their ratios to raw.
 
 import { mkdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { report } from './cpuprofile.mjs'
+import { buildOurs } from './harness.mjs'
 import { Side } from './side.mjs'
 import { busy, checked, median, paired, ratio, save, scenario } from './stats.mjs'
 
@@ -27,12 +31,16 @@ const { o, ours, log } = await scenario('burst', {
   'lat-clients': 1000,
   'lat-rate': 5,
   'lat-seconds': 4,
-  profile: ''
+  profile: '',
+  refs: ''
 })
+const builds = o.refs ? o.refs.split(',').map((ref) => buildOurs(ref)) : [ours]
+const [NAIVE, COAL] = ['naive raw', 'coalescing raw']
+const OURS = builds.map((b) => (builds.length > 1 ? `ours ${b.commit}` : 'ours'))
 const SIDES = [
-  ['ours', { kind: 'ours', ours: ours.dir }],
-  ['naive raw', { kind: 'raw', ids: true }],
-  ['coalescing raw', { kind: 'raw', ids: true, coalesce: true }]
+  ...builds.map((b, i) => [OURS[i], { kind: 'ours', ours: b.dir }]),
+  [NAIVE, { kind: 'raw', ids: true }],
+  [COAL, { kind: 'raw', ids: true, coalesce: true }]
 ]
 const names = SIDES.map(([name]) => name)
 const Ns = o.clients.split(',').map(Number)
@@ -117,43 +125,58 @@ if (o.profile) {
   process.exit(problems.length ? 1 : 0)
 }
 
-const [OURS, NAIVE, COAL] = names
 const times = (x) => (x == null ? '–' : `${x.toFixed(2)}×`)
-/** A row per case: naive, coalescing, ours (medians); ours/naive, ours/coalescing, coalescing/naive (medians of per-round ratios). */
+const [FIRST, LAST] = [OURS[0], OURS.at(-1)]
+/**
+ * A row per case: naive, coalescing, each ours (medians); each ours / naive and / coalescing, the last ours / the
+ * first (with --refs), coalescing / naive (medians of per-round ratios).
+ */
 const caseRows = (key) =>
   cases.map(([n, p]) => {
-    const c = caseKey(n, p)
-    const [a, b, q] = [res[OURS][key][c], res[NAIVE][key][c], res[COAL][key][c]]
-    return [n, p, median(b), median(q), median(a), times(ratio(a, b)), times(ratio(a, q)), times(ratio(q, b))]
+    const of = (side) => res[side][key][caseKey(n, p)]
+    const x = (a, b) => times(ratio(of(a), of(b)))
+    const mine = OURS.flatMap((s) => [x(s, NAIVE), x(s, COAL)])
+    const change = OURS.length > 1 ? [x(LAST, FIRST)] : []
+    return [
+      n,
+      p,
+      median(of(NAIVE)),
+      median(of(COAL)),
+      ...OURS.map((s) => median(of(s))),
+      ...mine,
+      ...change,
+      x(COAL, NAIVE)
+    ]
   })
 const caseHead = (what) => [
   'clients',
   'per turn',
-  `naive raw ${what}`,
-  `coalescing raw ${what}`,
-  `ours ${what}`,
-  'ours / naive',
-  'ours / coalescing',
+  `${NAIVE} ${what}`,
+  `${COAL} ${what}`,
+  ...OURS.map((s) => `${s} ${what}`),
+  ...OURS.flatMap((s) => [`${s} / naive`, `${s} / coalescing`]),
+  ...(OURS.length > 1 ? [`${LAST} / ${FIRST}`] : []),
   'coalescing / naive'
 ]
 const memRows = (key) =>
   Ns.map((n) => {
-    const [a, b, q] = [res[OURS][key][n], res[NAIVE][key][n], res[COAL][key][n]]
-    return [n, median(b), median(q), median(a), times(median(a) / median(b)), times(median(a) / median(q))]
+    const m = (side) => median(res[side][key][n])
+    const mine = OURS.flatMap((s) => [times(m(s) / m(NAIVE)), times(m(s) / m(COAL))])
+    return [n, m(NAIVE), m(COAL), ...OURS.map(m), ...mine]
   })
 const memHead = (what) => [
   'clients',
-  `naive raw ${what}`,
-  `coalescing raw ${what}`,
-  `ours ${what}`,
-  'ours / naive',
-  'ours / coalescing'
+  `${NAIVE} ${what}`,
+  `${COAL} ${what}`,
+  ...OURS.map((s) => `${s} ${what}`),
+  ...OURS.flatMap((s) => [`${s} / naive`, `${s} / coalescing`])
 ]
 const latOf = (key) => names.map((s) => res[s][key])
 await save('burst', {
   title: 'Bursts: publishes per event-loop turn, against naive and coalescing raw node:http',
   notes: [
     `${rounds} rounds; each round three fresh server processes (CPU 0), each with its own load client (CPU 1), all holding N streams at once; each timed burst run on the three in turn, the first one rotating between rounds; values are medians over rounds, ratios the medians of the per-round ratios`,
+    ...(builds.length > 1 ? [`ours built from ${builds.map((b) => b.commit).join(', ')} (--refs), side by side`] : []),
     `ours: \`app.sse.publish\` with the memory broker (replay 0, heartbeats off); naive raw: \`node:http\`, one Buffer per publish written to every response; coalescing raw: the Buffers of one turn concatenated once (on the next tick) and written once per response; every frame carries an id of the memory broker's shape (\`<epoch>-<n>\`)`,
     `a burst: k publishes, \`per turn\` of them ${awaitEach ? 'awaited one by one' : 'called back to back and awaited together'}, then \`setImmediate\`; k per case: ${cases.map(([n, p]) => `${n}×${p}: ${kFor(n, p)}`).join(', ')}; a 3-line ~300-byte fragment`,
     'issue 16 goals at 10 and 100 per turn: events/s ≥ 1.5× naive and ≥ 0.9× coalescing, CPU ≤ 0.7× naive; single events (1 per turn) ≥ 0.95×; isolated p99 ≤ raw; heap per idle stream ≤ 1.1× raw',
@@ -175,12 +198,10 @@ await save('burst', {
       rows: [
         ['p50', ...latOf('p50').map(median)],
         ['p99', ...latOf('p99').map(median)],
-        [
-          'ours / naive, ours / coalescing (p99)',
-          '',
-          times(ratio(res[OURS].p99, res[NAIVE].p99)),
-          times(ratio(res[OURS].p99, res[COAL].p99))
-        ]
+        ...OURS.map((s) => [
+          `${s} p99 / this p99`,
+          ...names.map((t) => (t === s ? '' : times(ratio(res[s].p99, res[t].p99))))
+        ])
       ],
       notes: [
         'receive time − publish time over every event of every client; each publish is delivered before the next one'

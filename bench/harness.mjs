@@ -174,10 +174,11 @@ export function cpuMs() {
   return (c.user + c.system) / 1000
 }
 
-/** Build the committed plugin (HEAD, or BENCH_REF) into a private copy: { dir, commit }; see bench/README.md. */
-export function buildOurs() {
-  if (process.env.BENCH_OURS_DIR) return { dir: process.env.BENCH_OURS_DIR, commit: 'BENCH_OURS_DIR' }
-  const ref = process.env.BENCH_REF ?? 'HEAD'
+/** Build the plugin as committed at `ref` (HEAD, or BENCH_REF) into a private copy: { dir, commit }; see bench/README.md. */
+export function buildOurs(ref) {
+  if (ref === undefined && process.env.BENCH_OURS_DIR)
+    return { dir: process.env.BENCH_OURS_DIR, commit: 'BENCH_OURS_DIR' }
+  ref ??= process.env.BENCH_REF ?? 'HEAD'
   const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT }).toString().trim()
   const dir = path.join(os.tmpdir(), `fastify-html-sse-bench-${commit}`)
   if (!existsSync(path.join(dir, 'dist', '.done'))) {
