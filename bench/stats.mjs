@@ -19,7 +19,12 @@ export async function scenario(name, defaults = {}) {
   const o = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, typeof defaults[k] === 'number' ? +v : v]))
   const t0 = Date.now()
   await lock()
-  run = { t0, command: `node bench/${name}.mjs ${process.argv.slice(2).join(' ')}`.trim(), ours: buildOurs() }
+  const env = ['BENCH_REF', 'BENCH_OURS_DIR'].flatMap((k) => (process.env[k] ? [`${k}=${process.env[k]} `] : []))
+  run = {
+    t0,
+    command: `${env.join('')}node bench/${name}.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    ours: buildOurs()
+  }
   return { o, ours: run.ours, log: logger(name), command: run.command }
 }
 
