@@ -68,7 +68,7 @@ for (const [name, server] of Object.entries(servers)) {
     })
     t.teardown(() => app.close())
     const pending = collectEvents(app, '/events', { count: 2, headers: { 'x-tab': '7' } })
-    await until(() => app.sse.stats().topics.news === 1, 'the stream to subscribe')
+    await until(() => app.sse.stats().topics.news === 1, 5000, 'the stream to subscribe')
     const id = await app.sse.publish('news', '<p>live</p>')
     const events = await pending
     t.same(events, [
@@ -95,7 +95,7 @@ test('collectEvents over a real loopback connection (transport: socket), listeni
   ])
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.equal((await collectEvents(app, '/events', { count: 1, transport: 'socket' })).length, 1)
-  await until(() => app.sse.stats().connections === 0, 'the streams to close')
+  await until(() => app.sse.stats().connections === 0, 5000, 'the streams to close')
   await settles(app.close(), 'app.close()')
 })
 
@@ -149,7 +149,7 @@ for (const transport of ['inject', 'socket'] as const) {
       code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
       message: /404/
     })
-    await until(() => app.sse.stats().connections === 0, 'every stream to close')
+    await until(() => app.sse.stats().connections === 0, 5000, 'every stream to close')
     await settles(app.close(), 'app.close()')
   })
 }
@@ -173,8 +173,8 @@ for (const transport of ['inject', 'socket'] as const) {
       message: /saw 0 of 1 events from \/late within 50ms/
     })
     release()
-    await until(() => answered, 'the route to answer')
-    await until(() => app.sse.stats().connections === 0, 'the late stream to be hung up')
+    await until(() => answered, 5000, 'the route to answer')
+    await until(() => app.sse.stats().connections === 0, 5000, 'the late stream to be hung up')
     await settles(app.close(), 'app.close()')
     t.same(errorsIn(logs), [])
   })

@@ -2,9 +2,7 @@
  * Redis for tests: a private `redis-server` per test file (never the shared
  * 6379), with faults on demand, an app instance wired to it, and an app
  * instance in a child process.
- *
- * Run as a script (`node --import <ts loader> test/helpers/redis.ts child <url> <prefix> <options>`),
- * this file starts one app instance and talks to its parent over IPC.
+ * The child process itself is `redis-child.ts`.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -19,30 +17,9 @@ import { type RedisBrokerLogger, type RedisBrokerOptions, redisBroker } from '..
 import htmlSse from '../../lib/index.js'
 import { listen } from './sse.js'
 
-/**
- * The shared Redis some older tests use. Redis tests of the broker start their
- * own with `privateRedis` instead.
- * @deprecated use `privateRedis(t)`.
- */
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-
 /** A key prefix of its own for one test. */
 export function uniquePrefix(): string {
   return `test:${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}:`
-}
-
-/** Deletes every key under each prefix (the broker writes only `<prefix>log`). */
-export async function deleteKeys(prefixes: Iterable<string>, url = REDIS_URL): Promise<void> {
-  const keys = [...prefixes].map((prefix) => `${prefix}log`)
-  if (keys.length === 0) return
-  const client = createClient({ url })
-  client.on('error', () => {})
-  await client.connect()
-  try {
-    await client.sendCommand(['DEL', ...keys])
-  } finally {
-    client.destroy()
-  }
 }
 
 /** A logger that records lines, for asserting what an outage logs. */
@@ -219,7 +196,7 @@ export interface ChildInstance {
 }
 
 /**
- * Starts `redisApp` in a child `node` running this TypeScript file through the
+ * Starts `redisApp` in a child `node` running `redis-child.ts` through the
  * same ts-node ESM loader tap uses: no build step, and the child runs the very
  * source under test.
  */
@@ -234,8 +211,7 @@ export async function childInstance(
     [
       '--import',
       import.meta.resolve('@tapjs/typescript/import'),
-      fileURLToPath(import.meta.url),
-      'child',
+      fileURLToPath(new URL('./redis-child.ts', import.meta.url)),
       url,
       prefix,
       JSON.stringify(options)
@@ -290,38 +266,4 @@ export async function childInstance(
     },
     kill
   }
-}
-
-async function runChild(url: string, prefix: string, options: RedisAppOptions): Promise<void> {
-  const send = (message: FromChild) => process.send?.(message)
-  const { app, base } = await redisApp(url, prefix, undefined, options)
-  process.on('message', (message: ToChild) => {
-    if ('close' in message) {
-      void app.close().then(() => process.disconnect())
-    } else if ('block' in message) {
-      send({ blocked: message.block })
-      // Let the answer leave before the loop stops turning.
-      setImmediate(() => {
-        const end = performance.now() + message.block
-        while (performance.now() < end) {}
-      })
-    } else if ('stats' in message) {
-      const { connections, dropped } = app.sse.stats()
-      send({ stats: { connections, dropped } })
-    } else {
-      app.sse.publish(message.publish.topic, message.publish.html).then(
-        (id) => send({ id }),
-        (err: Error) => send({ error: err.message })
-      )
-    }
-  })
-  // The parent going away ends this instance too.
-  process.on('disconnect', () => {
-    void app.close().then(() => process.exit(0))
-  })
-  send({ base })
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'child') {
-  await runChild(process.argv[3] as string, process.argv[4] as string, JSON.parse(process.argv[5] ?? '{}'))
 }

@@ -133,16 +133,9 @@ export function connect(
 
 /**
  * Waits until `check()` is true, polling every few ms. The timeout only turns a
- * hang into a failure that names what was awaited; nothing is measured.
- * Both argument orders are accepted: `until(check, ms?, what?)` and `until(check, what, ms?)`.
+ * hang into a failure that names `what` was awaited; nothing is measured.
  */
-export async function until(
-  check: () => boolean | Promise<boolean>,
-  msOrWhat: number | string = 5000,
-  whatOrMs: string | number = 'condition'
-): Promise<void> {
-  const ms = typeof msOrWhat === 'number' ? msOrWhat : typeof whatOrMs === 'number' ? whatOrMs : 5000
-  const what = typeof msOrWhat === 'string' ? msOrWhat : typeof whatOrMs === 'string' ? whatOrMs : 'condition'
+export async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
