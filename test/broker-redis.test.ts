@@ -711,7 +711,10 @@ t.test('presence: a frozen Redis, a wrong key type and a closed broker reject wi
   other.on('error', () => {})
   await other.connect()
   await other.set('p:presence:text', 'not a hash')
+  // Fields the broker did not write (another version, a hand edit) count for nothing and are left alone.
+  await other.hSet('p:presence:room', { junk: 'not json', odd: '{"streams":"2"}', none: 'null' })
   other.destroy()
+  t.same(await broker.presence('room'), { streams: 1, members: ['ann'] }, 'fields that are not shares are ignored')
   await t.rejects(
     broker.sharePresence('I', new Map([['text', { streams: 1, members: [] }]]), 12_000),
     { code: UNAVAILABLE, message: /WRONGTYPE/ },
