@@ -191,7 +191,12 @@ t.test('bad options are refused with a coded error', async (t) => {
     { retentionMs: 10 },
     { pool: {} },
     { pool: { connect() {}, end() {} }, connectionString: 'postgres://x' },
-    { replay: -1 }
+    { replay: -1 },
+    { connectionString: 5 },
+    { logger: { info() {} } },
+    { table: 5 },
+    { pollMs: 5 },
+    null
   ]) {
     t.throws(
       () => postgresBroker(options as never),
@@ -200,3 +205,132 @@ t.test('bad options are refused with a coded error', async (t) => {
     )
   }
 })
+
+t.test(
+  'the table dropped under running instances: one error line, then the recreated table is read from its start',
+  async (t) => {
+    const table = uniqueTable()
+    const { lines, logger } = recordingLogger()
+    const a = await pgApp(t, { connectionString: db.url, table, pollMs: 50, logger })
+    const b = await pgApp(t, { connectionString: db.url, table, pollMs: 50 })
+    await a.broker.listen(() => {
+      throw new Error('a listener that throws')
+    })
+    const live = await connect(`${a.base}/events?topics=a`)
+    const old = await b.app.sse.publish('a', '<p>old</p>')
+    await live.waitFor(1)
+    await admin.query(`DROP TABLE "${table}", "${table}_meta"; DROP SEQUENCE "${table}_seq"`)
+    const readFailed = (l: { level: string; msg: string }) =>
+      l.level === 'error' && /reading the PostgreSQL/.test(l.msg)
+    await until(() => lines.some(readFailed), 5000, 'A to say its reads fail')
+    await t.rejects(b.app.sse.publish('a', '<p>lost</p>'), { code: UNAVAILABLE }, 'the publish that finds it gone')
+    const fresh = await b.app.sse.publish('a', '<p>new</p>')
+    await until(() => dataOf(live).includes('<p>new</p>'), 5000, 'the event of the new table')
+    t.same(dataOf(live), ['<p>old</p>', '<p>new</p>'], 'the open stream goes on with the new table')
+    t.not(fresh.split('-')[0], old.split('-')[0], 'whose ids have another epoch')
+    t.equal(lines.filter(readFailed).length, 1, 'one error line for the failing reads')
+    t.ok(
+      lines.some((l) => l.level === 'info' && /recreated/.test(l.msg)),
+      'and an info line for the recreated table'
+    )
+    t.ok(
+      lines.some((l) => l.level === 'error' && /listener threw/.test(l.msg)),
+      'a listener that throws is logged, and the others still got every event'
+    )
+    const resumed = await connect(`${a.base}/events?topics=a`, { 'last-event-id': old })
+    await resumed.waitFor(1)
+    t.same(
+      resumed.events.map((e) => [e.event, e.id]),
+      [['reset', fresh]],
+      'an id of the dropped table: a reset to the new head'
+    )
+    live.close()
+    resumed.close()
+  }
+)
+
+t.test('without a logger and outside the plugin, an outage is a process warning', async (t) => {
+  const proxy = await pgProxy(t, { port: db.port })
+  const broker = postgresBroker({
+    connectionString: withDatabase(db.url, db.name, proxy.port),
+    table: uniqueTable(),
+    commandTimeoutMs: 1500,
+    pollMs: 50
+  })
+  t.teardown(() => broker.close())
+  await broker.listen(() => {})
+  const warned = new Promise<Error & { code?: string }>((resolve) => {
+    const on = (w: Error & { code?: string }) => {
+      if (w.code !== 'FST_HTML_SSE_POSTGRES') return
+      process.off('warning', on)
+      resolve(w)
+    }
+    process.on('warning', on)
+  })
+  proxy.stop()
+  const warning = await settles(warned, 'the warning')
+  t.match(warning.message, /lost the connection to PostgreSQL/, 'it says what happened')
+  proxy.resume()
+})
+
+t.test('listen while the database is unreachable rejects with the code; a later listen works', async (t) => {
+  const proxy = await pgProxy(t, { port: db.port })
+  const table = uniqueTable()
+  // Made while reachable, so only the reader's start meets the outage.
+  const broker = postgresBroker({
+    connectionString: withDatabase(db.url, db.name, proxy.port),
+    table,
+    commandTimeoutMs: 1500
+  })
+  t.teardown(() => broker.close())
+  await broker.lastId()
+  proxy.stop()
+  await t.rejects(
+    settles(
+      broker.listen(() => {}),
+      'listen while silent'
+    ),
+    { code: UNAVAILABLE },
+    'listen rejects'
+  )
+  proxy.resume()
+  const seen: string[] = []
+  await broker.listen((event) => seen.push(event.id))
+  const id = await broker.publish('a', 'data: x\n\n')
+  await until(() => seen.includes(id), 5000, 'the event')
+  t.same(seen, [id], 'then it delivers')
+})
+
+t.test(
+  'a publish whose connection is terminated while it waits for the order lock rejects with the code',
+  async (t) => {
+    const table = uniqueTable()
+    const name = `fhs_wait_${process.pid}`
+    const holder = postgresBroker({ connectionString: db.url, table })
+    const waiter = postgresBroker({ connectionString: `${db.url}?application_name=${name}`, table })
+    t.teardown(() => Promise.all([holder.close(), waiter.close()]))
+    await waiter.lastId()
+    const client = await admin.connect()
+    t.teardown(() => client.release())
+    await client.query('BEGIN')
+    await holder.publish('a', 'data: held\n\n', { transaction: client })
+    const waiting = waiter.publish('a', 'data: waits\n\n')
+    await until(
+      async () =>
+        (
+          await admin.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            [name]
+          )
+        ).rows[0].n === 1,
+      5000,
+      'the publish to wait for the lock'
+    )
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [name])
+    // Without a listener on the pool's checked-out client, its `error` event would be an uncaught exception here.
+    await t.rejects(settles(waiting, 'the waiting publish'), { code: UNAVAILABLE }, 'it rejects')
+    await client.query('ROLLBACK')
+    const id = await waiter.publish('a', 'data: after\n\n')
+    t.match(id, /^\d+-\d+$/, 'and the next publish works')
+  }
+)

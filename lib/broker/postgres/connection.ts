@@ -32,6 +32,8 @@ export interface ListenClient {
   on(event: 'error' | 'end', listener: (err?: Error) => void): unknown
 }
 
+const ignore = (): void => {}
+
 /** Ends a socket at once when the client is a `pg` one (best effort: its `end()` waits on a dead peer). */
 function destroySocket(client: unknown): void {
   const stream = (client as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
@@ -96,19 +98,19 @@ export class Database {
     }
   }
 
-  get closed(): boolean {
-    return this.#closed
-  }
-
-  get target(): string {
-    return this.#options.target
-  }
-
   /** One query on a pool connection, bounded by `commandTimeoutMs` (the wait for the connection included). */
   query(text: string, values?: unknown[]): Promise<PgResult> {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
     let client: PgPoolClient | null = null
     let timedOut = false
+    let released = false
+    /** Gives the connection back once; with an error the pool destroys it. */
+    const give = (taken: PgPoolClient, err?: Error) => {
+      if (released) return
+      released = true
+      if (err === undefined) taken.off?.('error', ignore)
+      taken.release(err)
+    }
     const work = (async () => {
       const taken = await this.#pool.connect()
       if (timedOut) {
@@ -116,13 +118,15 @@ export class Database {
         throw unavailable('timed out')
       }
       client = taken
+      // A pool listens for a connection's `error` only while it is idle: a break now must not go unheard.
+      taken.on?.('error', ignore)
       try {
         const result = await taken.query(text, values)
-        taken.release()
+        give(taken)
         return result
       } catch (err) {
         // Rare, and a broken connection must not go back: the pool makes a new one.
-        taken.release(err as Error)
+        give(taken, err as Error)
         throw err
       }
     })()
@@ -135,7 +139,7 @@ export class Database {
         timedOut = true
         const c = client as PgPoolClient | null
         if (c !== null) {
-          c.release(unavailable('timed out'))
+          give(c, unavailable('timed out'))
           destroySocket(c)
         }
       }

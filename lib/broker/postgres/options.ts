@@ -16,6 +16,12 @@ export interface PgPoolClient {
   query(text: string, values?: unknown[]): Promise<PgResult>
   /** Gives it back; with an error (or `true`) the pool destroys it. */
   release(err?: Error | boolean): void
+  /**
+   * A `pg` client emits `error` when its connection breaks, and a pool listens
+   * only while it is idle: the broker listens while it holds one.
+   */
+  on?(event: 'error', listener: (err: Error) => void): unknown
+  off?(event: 'error', listener: (err: Error) => void): unknown
 }
 
 /**

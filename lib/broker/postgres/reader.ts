@@ -30,6 +30,11 @@ const RETRY_MAX_MS = 2000
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
 
+/** Whether PostgreSQL answered with an error (the statement failed, the connection is fine). */
+function answered(err: unknown): boolean {
+  return (err as { cause?: { severity?: unknown } }).cause?.severity === 'ERROR'
+}
+
 /** A row of the read statement. */
 interface ReadRow {
   epoch: string
@@ -72,6 +77,8 @@ export class LogReader {
   #trimming = false
   #downSince: number | null = null
   #failures = 0
+  /** Reads PostgreSQL refused in a row. */
+  #refusals = 0
   #stopped = false
 
   constructor(
@@ -221,11 +228,23 @@ export class LogReader {
       try {
         rows = (await this.#query(client, this.#sql.read, [this.#seq, BATCH])).rows as ReadRow[]
       } catch (err) {
-        if (!this.#stopped && this.#client === client) this.#lost(client, err as Error)
+        if (this.#stopped || this.#client !== client) continue
+        if (!answered(err)) {
+          this.#lost(client, err as Error)
+          continue
+        }
+        // PostgreSQL refused the read (the table was dropped, say): the connection is fine. Say it
+        // once, retry slowly, and read on once it is fixed (a publish recreates the table).
+        if (this.#refusals++ === 0) {
+          this.#log().error({ err }, `fastify-html-sse: reading the PostgreSQL table ${this.#options.table} failed`)
+        }
+        await this.#pause(Math.min(RETRY_BASE_MS * 2 ** this.#refusals, RETRY_MAX_MS))
+        this.#dirty = true
         continue
       }
       if (this.#stopped || this.#client !== client) continue
       this.#lastRead = performance.now()
+      this.#refusals = 0
       this.#up()
       try {
         await this.#handle(client, rows)
@@ -239,9 +258,8 @@ export class LogReader {
 
   async #handle(client: ListenClient, rows: ReadRow[]): Promise<void> {
     const first = rows[0]
-    if (first === undefined) {
-      // The state row is gone: the table was dropped. The next publish recreates it.
-      this.#dirty = false
+    if (first?.epoch == null) {
+      // The state row was deleted by hand: nothing can be told until the table is recreated.
       return
     }
     const epoch = Number(first.epoch)
