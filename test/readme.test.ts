@@ -208,9 +208,15 @@ test("the README's tsconfig.json names the settings the package needs", async (t
 })
 
 test('every snippet type-checks in a fresh strict project; the Quick start runs as printed', async (t) => {
+  // The fresh project imports the package as a user would: through its exports, from dist/.
+  const built = ['lib/index', 'components/index', 'lib/testing', 'lib/broker/redis', 'lib/broker/postgres'].every(
+    (entry) => existsSync(join(root, 'dist', `${entry}.d.ts`))
+  )
+  t.ok(built, 'dist/ holds every entry (run `npm run build` first)')
+  if (!built) return
   const dir = freshProject()
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  // Each block's file, so that an error points at its README line.
+  // Each block's file, so that an error points at its markdown line.
   const files = new Map<string, Snippet>()
   for (const s of snippets) {
     if (s.skip !== null) continue
