@@ -748,3 +748,28 @@ t.test("sharing presence on the app's own client leaves the app's WATCH in place
   t.equal((await Promise.all(queued))[2], null, "the app's transaction aborts, as its WATCH asks")
   t.equal(String(await admin.sendCommand(['GET', watched])), 'changed by another client')
 })
+
+t.test('a given client without multi(): presence sends its commands one by one, same replies', async (t) => {
+  // A node-redis client seen through an object that hides multi(), as a structural RedisClient may be.
+  const bare = Object.create(given, { multi: { value: undefined } }) as typeof given
+  const prefix = uniquePrefix()
+  const broker = redisBroker({ client: bare, prefix })
+  t.teardown(() => broker.close())
+  const before = (await calls('hset')).calls
+  await broker.sharePresence(
+    'I',
+    new Map([
+      ['a', { streams: 2, members: ['x'] }],
+      ['b', { streams: 1, members: [] }]
+    ]),
+    12_000
+  )
+  t.equal((await calls('hset')).calls - before, 2, 'one HSET per topic')
+  t.same(await broker.presence('a'), { streams: 2, members: ['x'] })
+  await admin.sendCommand(['SET', `${prefix}presence:c`, 'not a hash'])
+  await t.rejects(
+    broker.sharePresence('I', new Map([['c', { streams: 1, members: [] }]]), 12_000),
+    { code: UNAVAILABLE, message: /WRONGTYPE/ },
+    'a refused command rejects the share'
+  )
+})

@@ -28,6 +28,13 @@ export function unavailable(reason: string, cause?: unknown): Error {
   return err
 }
 
+/** The first failed reply of a pipeline that failed as a whole (node-redis's MultiErrorReply), else `err`. */
+function firstError(err: unknown): unknown {
+  const { replies, errorIndexes } = err as { replies?: unknown[]; errorIndexes?: number[] }
+  const first = Array.isArray(replies) && Array.isArray(errorIndexes) ? replies[errorIndexes[0] as number] : undefined
+  return first instanceof Error ? first : err
+}
+
 /** Waits before the next attempt: 50 ms doubling up to 2 s, with jitter so instances do not reconnect in step. */
 function backoff(retries: number): number {
   return Math.min(RECONNECT_BASE_MS * 2 ** retries, RECONNECT_MAX_MS) + Math.floor(Math.random() * RECONNECT_BASE_MS)
@@ -96,9 +103,18 @@ export class Connections {
    */
   sendAll(client: RedisClient, commands: readonly string[][]): Promise<unknown[]> {
     const what = commands.length === 1 ? (commands[0]?.[0] as string) : `${commands.length} pipelined commands`
-    return this.#bounded(client, what, (ms) =>
-      Promise.all(commands.map((args) => client.sendCommand(args, { timeout: ms })))
-    ) as Promise<unknown[]>
+    // node-redis's pipeline queues the batch and writes it once: 20,000 commands took ~55 ms where
+    // as many sendCommand calls took ~300 ms. Neither gets node-redis's own `timeout` (a timer per
+    // command); the batch's bound rejects all the same, and on a client of the app's that queues
+    // while offline, commands not yet written go out after the reconnect, in order.
+    return this.#bounded(client, what, () => {
+      const pipeline = client.multi?.()
+      if (pipeline === undefined) return Promise.all(commands.map((args) => client.sendCommand(args)))
+      for (const args of commands) pipeline.addCommand(args)
+      return pipeline.execAsPipeline().catch((err: unknown) => {
+        throw firstError(err)
+      })
+    }) as Promise<unknown[]>
   }
 
   #bounded(client: RedisClient, what: string, run: (ms: number) => Promise<unknown>): Promise<unknown> {

@@ -19,6 +19,8 @@ export interface RedisClient {
   readonly options?: { readonly socket?: object } | undefined
   /** Sends a raw command; `timeout` drops it if it is still waiting to be written after that many ms. */
   sendCommand(args: string[], options?: { timeout?: number }): Promise<unknown>
+  /** A batch of raw commands written at once (`execAsPipeline`, no MULTI); without it, one `sendCommand` each. */
+  multi?(): RedisPipeline
   /** A new client with the same options: the broker's own connection for the blocking read. */
   duplicate(overrides?: { disableOfflineQueue?: boolean; socket?: object }): RedisClient
   connect(): Promise<unknown>
@@ -29,6 +31,12 @@ export interface RedisClient {
   /** Connection events. */
   on(event: 'error' | 'terminated', listener: (err: Error) => void): unknown
   on(event: 'ready', listener: () => void): unknown
+}
+
+/** The part of a node-redis `multi()` the broker uses: commands sent together, without MULTI/EXEC. */
+export interface RedisPipeline {
+  addCommand(args: string[]): unknown
+  execAsPipeline(): Promise<unknown[]>
 }
 
 /** Where the broker reports outages: a Fastify / pino logger fits. */
