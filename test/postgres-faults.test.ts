@@ -326,7 +326,10 @@ t.test(
       5000,
       'the publish to wait for the lock'
     )
-    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [name])
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+      [name]
+    )
     // Without a listener on the pool's checked-out client, its `error` event would be an uncaught exception here.
     await t.rejects(settles(waiting, 'the waiting publish'), { code: UNAVAILABLE }, 'it rejects')
     await client.query('ROLLBACK')
