@@ -158,12 +158,21 @@ const caseHead = (what) => [
   ...(OURS.length > 1 ? [`${LAST} / ${FIRST}`] : []),
   'coalescing / naive'
 ]
-const memRows = (key) =>
-  Ns.map((n) => {
-    const m = (side) => median(res[side][key][n])
+/** Per side and round, the bytes each stream past the fewest adds: (N·perStream(N) − n·perStream(n)) / (N − n). */
+const slope = (side, key) => {
+  const [n, N] = [Ns[0], Ns.at(-1)]
+  return res[side][key][N].map((v, i) => (v * N - res[side][key][n][i] * n) / (N - n))
+}
+/** A row per N and, with two or more, the marginal bytes per stream between the fewest and the most. */
+const memRows = (key) => {
+  const row = (label, m) => {
     const mine = OURS.flatMap((s) => [times(m(s) / m(NAIVE)), times(m(s) / m(COAL))])
-    return [n, m(NAIVE), m(COAL), ...OURS.map(m), ...mine]
-  })
+    return [label, m(NAIVE), m(COAL), ...OURS.map(m), ...mine]
+  }
+  const rows = Ns.map((n) => row(n, (side) => median(res[side][key][n])))
+  if (Ns.length > 1) rows.push(row(`${Ns[0]}→${Ns.at(-1)}, marginal`, (side) => median(slope(side, key))))
+  return rows
+}
 const memHead = (what) => [
   'clients',
   `${NAIVE} ${what}`,
@@ -174,8 +183,9 @@ const memHead = (what) => [
 const latOf = (key) => names.map((s) => res[s][key])
 await save('burst', {
   title: 'Bursts: publishes per event-loop turn, against naive and coalescing raw node:http',
+  ...(builds.length > 1 ? { ours: builds.map((b) => b.commit).join(', ') } : {}),
   notes: [
-    `${rounds} rounds; each round three fresh server processes (CPU 0), each with its own load client (CPU 1), all holding N streams at once; each timed burst run on the three in turn, the first one rotating between rounds; values are medians over rounds, ratios the medians of the per-round ratios`,
+    `${rounds} rounds; each round ${SIDES.length} fresh server processes (CPU 0), each with its own load client (CPU 1), all holding N streams at once; each timed burst run on the ${SIDES.length} in turn, the first one rotating between rounds; values are medians over rounds, ratios the medians of the per-round ratios`,
     ...(builds.length > 1 ? [`ours built from ${builds.map((b) => b.commit).join(', ')} (--refs), side by side`] : []),
     `ours: \`app.sse.publish\` with the memory broker (replay 0, heartbeats off); naive raw: \`node:http\`, one Buffer per publish written to every response; coalescing raw: the Buffers of one turn concatenated once (on the next tick) and written once per response; every frame carries an id of the memory broker's shape (\`<epoch>-<n>\`)`,
     `a burst: k publishes, \`per turn\` of them ${awaitEach ? 'awaited one by one' : 'called back to back and awaited together'}, then \`setImmediate\`; k per case: ${cases.map(([n, p]) => `${n}×${p}: ${kFor(n, p)}`).join(', ')}; a 3-line ~300-byte fragment`,
@@ -198,20 +208,23 @@ await save('burst', {
       rows: [
         ['p50', ...latOf('p50').map(median)],
         ['p99', ...latOf('p99').map(median)],
+        ['p99 per round', ...latOf('p99').map((v) => v.map((x) => x.toFixed(0)).join(', '))],
         ...OURS.map((s) => [
           `${s} p99 / this p99`,
           ...names.map((t) => (t === s ? '' : times(ratio(res[s].p99, res[t].p99))))
         ])
       ],
       notes: [
-        'receive time − publish time over every event of every client; each publish is delivered before the next one'
+        'receive time − publish time over every event of every client; each publish is delivered before the next one; the p99 of a round moves with what other processes do meanwhile'
       ]
     },
     {
       title: 'Server heap per idle stream, bytes (after gc; lower is better)',
       head: memHead('heap'),
       rows: memRows('heap'),
-      notes: ['(heap with N idle streams − heap with none) / N, fresh server; ratios of the medians']
+      notes: [
+        '(heap with N idle streams − heap with none) / N, fresh server; marginal: what each stream past the first ones adds (one-time allocations of the first requests left out); ratios of the medians'
+      ]
     },
     { title: 'Server RSS per idle stream, bytes', head: memHead('RSS'), rows: memRows('rss') },
     {
