@@ -315,6 +315,8 @@ t.test(
     await client.query('BEGIN')
     await holder.publish('a', 'data: held\n\n', { transaction: client })
     const waiting = waiter.publish('a', 'data: waits\n\n')
+    // Handled from now on: it rejects while the terminate below is awaited.
+    const rejected = t.rejects(settles(waiting, 'the waiting publish'), { code: UNAVAILABLE }, 'it rejects')
     await until(
       async () =>
         (
@@ -331,7 +333,7 @@ t.test(
       [name]
     )
     // Without a listener on the pool's checked-out client, its `error` event would be an uncaught exception here.
-    await t.rejects(settles(waiting, 'the waiting publish'), { code: UNAVAILABLE }, 'it rejects')
+    await rejected
     await client.query('ROLLBACK')
     const id = await waiter.publish('a', 'data: after\n\n')
     t.match(id, /^\d+-\d+$/, 'and the next publish works')
