@@ -8,11 +8,17 @@
  * Every message names where it goes with `<Partial target>`, which htmx 2 and
  * htmx 4 both understand, so the same frames serve both. A running job has a
  * stream of its own, which it closes with a `done` event.
+ *
+ * App state: the open-tab count is `app.sse.presence()`, right across every
+ * instance sharing the broker; job progress is keyed, so a card that resumes
+ * gets the newest step only; each browser is a `member` (a cookie), and "sign
+ * out everywhere" ends its streams on every instance with `app.sse.disconnect()`.
  */
+import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import formbody from '@fastify/formbody'
 import { fastifyKitaHtml } from '@kitajs/fastify-html-plugin'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import htmlSse, { type Broker, type SseSink, sseMessage } from 'fastify-html-sse'
 import { Partial } from 'fastify-html-sse/components'
 import { HTMX_LINES, type Htmx, htmxOf } from './htmx.js'
@@ -52,6 +58,24 @@ interface PageQuery {
   htmx?: string
   /** `/?lastEventId=stale` shows what a page does when its stream cannot resume. */
   lastEventId?: string
+}
+
+/** Presence shares a change within 200 ms: the count is read this long after an open or close. */
+const PRESENCE_SETTLE_MS = 300
+/** Each step of a job replaces the last: a card that resumes needs the newest only. */
+const PROGRESS = { key: 'progress' }
+
+/** The cookie that makes a browser one `member`: all its tabs are signed out together. */
+const MEMBER_COOKIE = 'example_member'
+const MEMBER = /^[0-9a-f-]{36}$/
+
+/** The browser's member id, from its cookie, or undefined. */
+function memberOf(request: FastifyRequest): string | undefined {
+  for (const part of (request.headers.cookie ?? '').split(';')) {
+    const [name, value] = part.trim().split('=')
+    if (name === MEMBER_COOKIE && value !== undefined && MEMBER.test(value)) return value
+  }
+  return undefined
 }
 
 /** A job card holds an <SseSource>, whose markup differs between the htmx lines. */
@@ -113,7 +137,6 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   const notes = opts.notes ?? memoryNotes()
   const jobs = new Map<number, Job>()
   let lastJobId = opts.jobIdBase ?? 0
-  let tabs = 0
   // Aborted when the app closes: running jobs stop, presence goes quiet.
   const closing = new AbortController()
 
@@ -121,8 +144,12 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
     const htmx = htmxOf(request.query)
     // The notes and the id they are current at: the page stream resumes from there.
     const page = await notes.page(app.sse)
+    const { streams: tabs } = await app.sse.presence('presence')
     const state = { tabs, notes: page.notes, jobs: [...jobs.values()].reverse() }
     const lastEventId = request.query.lastEventId ?? page.lastEventId
+    if (memberOf(request) === undefined) {
+      reply.header('set-cookie', `${MEMBER_COOKIE}=${randomUUID()}; Path=/; HttpOnly; SameSite=Lax`)
+    }
     return reply.html(<Page htmx={htmx} lastEventId={lastEventId} {...state} />)
   })
 
@@ -131,29 +158,54 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
   })
   app.get('/favicon.ico', (_request, reply) => reply.code(204).send())
 
-  function publishPresence(): void {
+  /**
+   * Publishes the open-tab count of every instance when it changed. Presence
+   * follows opens and closes within about a second, so this looks a moment after
+   * each local one, and every few seconds for an instance that died. Keyed: a
+   * tab that resumes gets the newest count only.
+   */
+  let shownTabs = -1
+  let presenceCheck: NodeJS.Timeout | null = null
+  async function publishPresence(): Promise<void> {
+    presenceCheck = null
     if (closing.signal.aborted) return
+    const { streams } = await app.sse.presence('presence')
+    if (streams === shownTabs || closing.signal.aborted) return
+    shownTabs = streams
     const message = (
       <Partial target="#presence">
-        <Presence count={tabs} />
+        <Presence count={streams} />
       </Partial>
     )
-    app.sse.publish('presence', message).catch((err: unknown) => app.log.warn({ err }, 'presence not published'))
+    await app.sse.publish('presence', message, 'message', { key: 'tabs' })
   }
+  const checkPresence = (ms: number) => {
+    if (presenceCheck !== null) return
+    presenceCheck = setTimeout(() => {
+      publishPresence().catch((err: unknown) => app.log.warn({ err }, 'presence not published'))
+    }, ms)
+    presenceCheck.unref()
+  }
+  const presenceSweep = setInterval(() => checkPresence(0), 5000)
+  presenceSweep.unref()
 
   // The page stream: this tab's clock and button, and the shared topics.
   app.get<{ Querystring: PageQuery }>('/live', (request, reply) => {
     // A function of the sink, so the generator can use `sink.signal`.
     const sink = reply.sse((sink) => clock(sink.signal, request.log), {
-      topics: ['notes', 'presence', jobsTopic(htmxOf(request.query))]
+      topics: ['notes', 'presence', jobsTopic(htmxOf(request.query))],
+      member: memberOf(request)
     })
-    tabs++
-    publishPresence()
-    void sink.closed.then(() => {
-      tabs--
-      publishPresence()
-    })
+    checkPresence(PRESENCE_SETTLE_MS)
+    void sink.closed.then(() => checkPresence(PRESENCE_SETTLE_MS))
     void pushButton(sink)
+  })
+
+  // Every tab of this browser, on every instance, gets `revoked` and stops (`<SseSource close="revoked">`).
+  app.post('/signout', async (request, reply) => {
+    const member = memberOf(request)
+    if (member !== undefined) await app.sse.disconnect({ member })
+    return reply.code(204).send()
   })
 
   app.post<{ Body: { text?: string } }>('/notes', async (request, reply) => {
@@ -181,7 +233,7 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
     const id = ++lastJobId
     const job: Job = { id, percent: 0, lastEventId: '', startedAt: performance.now(), done: false }
     // The first event gives the card an id to resume from, so no step is missed.
-    job.lastEventId = await app.sse.publish(`job:${id}`, <Progress id={id} percent={0} />)
+    job.lastEventId = await app.sse.publish(`job:${id}`, <Progress id={id} percent={0} />, 'message', PROGRESS)
     jobs.set(id, job)
     jobs.delete(id - 5)
     for (const htmx of HTMX_LINES) {
@@ -203,7 +255,12 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
         await sleep(150, undefined, { signal: closing.signal })
         const percent = job.percent + 5
         const seconds = percent === 100 ? (performance.now() - job.startedAt) / 1000 : undefined
-        job.lastEventId = await app.sse.publish(topic, <Progress id={job.id} percent={percent} seconds={seconds} />)
+        job.lastEventId = await app.sse.publish(
+          topic,
+          <Progress id={job.id} percent={percent} seconds={seconds} />,
+          'message',
+          PROGRESS
+        )
         job.percent = percent
         job.seconds = seconds
       }
@@ -231,6 +288,8 @@ export async function buildApp(opts: BuildAppOptions = {}): Promise<FastifyInsta
 
   app.addHook('preClose', (done) => {
     closing.abort()
+    clearInterval(presenceSweep)
+    if (presenceCheck !== null) clearTimeout(presenceCheck)
     done()
   })
 

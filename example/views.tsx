@@ -157,7 +157,7 @@ export function Page({ htmx, tabs, notes, jobs, lastEventId }: PageProps): JSX.E
         {/* One event stream per tab: over HTTP/1.1 a browser opens at most six
             connections per host, for all its tabs together. It resumes from the
             moment this page was rendered, so nothing published meanwhile is lost. */}
-        <SseSource url={`/live?htmx=${htmx}`} lastEventId={lastEventId} htmx={htmx} id="live">
+        <SseSource url={`/live?htmx=${htmx}`} lastEventId={lastEventId} htmx={htmx} close="revoked" id="live">
           <header class="top">
             <div class="bar">
               <a class="brand" href={pagePath(htmx)}>
@@ -170,6 +170,10 @@ export function Page({ htmx, tabs, notes, jobs, lastEventId }: PageProps): JSX.E
               <span class="pill" id="presence">
                 <Presence count={tabs} />
               </span>
+              {/* Ends this browser's streams in every tab, on every instance: each gets `revoked` and stops. */}
+              <button type="button" class="pill" hx-post="/signout" hx-swap="none">
+                Sign out everywhere
+              </button>
               <nav class="switch" aria-label="htmx version">
                 {HTMX_LINES.map((line) => (
                   <a href={pagePath(line)} aria-current={line === htmx ? 'page' : undefined}>

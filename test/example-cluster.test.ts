@@ -56,6 +56,29 @@ test('two example instances on Redis: notes and jobs reach the tabs of both', as
     jobOnB.events.some((e) => e.data.includes('Done in')),
     'B saw the job reach 100%'
   )
+  // The open-tab count is presence across both instances: A's page counts B's tabs too.
+  await until(
+    async () => (await (await fetch(`${baseA}/`)).text()).includes('>3 open tabs<'),
+    5000,
+    'three tabs (two on B) on the page of A'
+  )
+  await until(() => tabA.events.some((e) => e.data.includes('3 open tabs')), 5000, 'the count on the tab of A')
+
+  // Sign out everywhere: this browser's tabs on both instances get `revoked` and end.
+  const cookie = 'example_member=00000000-0000-4000-8000-000000000001'
+  const mineA = await connect(`${baseA}/live`, { cookie })
+  const mineB = await connect(`${baseB}/live?htmx=4`, { cookie })
+  await until(() => a.sse.stats().topics.notes === 2 && b.sse.stats().topics.notes === 3, 5000, 'the two new tabs')
+  t.equal((await fetch(`${baseB}/signout`, { method: 'POST', headers: { cookie } })).status, 204)
+  await mineA.ended
+  await mineB.ended
+  t.ok(
+    [mineA, mineB].every((tab) => tab.events.at(-1)?.event === 'revoked'),
+    'both tabs of the browser got revoked, then the end'
+  )
+  t.equal((await fetch(`${baseA}/notes`, note('after sign-out'))).status, 200)
+  await until(() => tabB.events.some((e) => e.data.includes('after sign-out')), 5000, 'the other tabs go on')
+
   for (const c of [tabA, tabB, late, jobOnB]) c.close()
   await until(() => a.sse.stats().connections === 0 && b.sse.stats().connections === 0, 5000, 'every stream to close')
 })
