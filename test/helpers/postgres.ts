@@ -2,7 +2,8 @@
  * PostgreSQL for tests: a database of its own per test file on the server of
  * `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test), dropped at
  * teardown; a TCP proxy in front of it that the test can stop; an app instance
- * wired to it.
+ * wired to it; app-state instances (streams with a member), in this process or
+ * in a child process to SIGKILL; a pool that records the queries it runs.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
@@ -10,8 +11,14 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Test } from 'tap'
-import { type PostgresBroker, type PostgresBrokerOptions, postgresBroker } from '../../lib/broker/postgres.js'
+import {
+  type PgPool,
+  type PostgresBroker,
+  type PostgresBrokerOptions,
+  postgresBroker
+} from '../../lib/broker/postgres.js'
 import htmlSse from '../../lib/index.js'
+import { type LogLine, makeApp } from './app.js'
 import { listen } from './sse.js'
 
 /** The server the tests use; each file makes and drops a database of its own on it. */
@@ -136,6 +143,100 @@ export async function pgApp(
   return { app, base, broker }
 }
 
+/** Broker options of an app-state instance besides where the table is. */
+export type PgStateOptions = Omit<PostgresBrokerOptions, 'table' | 'logger' | 'connectionString'>
+
+/**
+ * An app on the Postgres broker with `GET /events?topics=a,b&member=m`: a
+ * stream of those topics (default `room`) that belongs to `member` when given.
+ * Listens on a free loopback port.
+ */
+export async function pgStateApp(
+  url: string,
+  table: string,
+  options: PgStateOptions = {}
+): Promise<{ app: FastifyInstance; base: string; logs: LogLine[]; broker: PostgresBroker }> {
+  const broker = postgresBroker(
+    options.pool === undefined ? { connectionString: url, table, ...options } : { table, ...options }
+  )
+  const { app, logs } = await makeApp({ broker })
+  app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
+    const { topics = 'room', member } = req.query
+    reply.sse({ topics: topics.split(','), member })
+  })
+  const base = await listen(app)
+  return { app, base, logs, broker }
+}
+
+/** `pgStateApp`, closed when `t` ends. */
+export async function pgStateInstance(t: Test, url: string, table: string, options: PgStateOptions = {}) {
+  const instance = await pgStateApp(url, table, options)
+  t.teardown(() => instance.app.close())
+  return instance
+}
+
+/** `pgStateApp` in a child process: SIGKILL leaves its presence rows behind. */
+export async function pgStateChild(
+  t: Test,
+  url: string,
+  table: string
+): Promise<{ base: string; kill(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'state', url, table],
+    {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: {
+        ...process.env,
+        TS_NODE_TRANSPILE_ONLY: '1',
+        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
+      }
+    }
+  )
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const running = () => child.exitCode === null && child.signalCode === null
+  t.teardown(() => {
+    if (running()) child.kill('SIGKILL')
+  })
+  const base = await new Promise<string>((resolve, reject) => {
+    child.once('message', (message: { base?: string }) => {
+      if (typeof message.base === 'string') resolve(message.base)
+      else reject(new Error(`the child instance failed: ${JSON.stringify(message)}`))
+    })
+    child.once('exit', (code) => reject(new Error(`the child instance exited (${code})`)))
+  })
+  return {
+    base,
+    async kill() {
+      if (running()) child.kill('SIGKILL')
+      await gone
+    }
+  }
+}
+
+/** A pool (for the broker's `pool` option) that records the text of every query it runs. */
+export function recordingPool(t: Test, url: string): { pool: PgPool; texts: string[] } {
+  const texts: string[] = []
+  const real = new pg.Pool({ connectionString: url, max: 4 })
+  real.on('error', () => {})
+  t.teardown(() => real.end())
+  const pool: PgPool = {
+    connect: async () => {
+      const client = await real.connect()
+      return {
+        query: (text: string, values?: unknown[]) => {
+          texts.push(text)
+          return client.query(text, values)
+        },
+        release: (err?: Error | boolean) => client.release(err)
+      }
+    },
+    end: () => Promise.resolve(),
+    options: real.options
+  }
+  return { pool, texts }
+}
+
 /** Runs `work` in a transaction on a client of `pool`: COMMIT, or ROLLBACK when `rollback` or when it throws. */
 export async function inTransaction<T>(
   pool: pg.Pool,
@@ -189,4 +290,11 @@ async function runWriter(url: string, table: string): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'writer') {
   await runWriter(process.argv[3] as string, process.argv[4] as string)
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'state') {
+  const { base } = await pgStateApp(process.argv[3] as string, process.argv[4] as string)
+  process.send?.({ base })
+  // The parent going away ends this instance too.
+  process.on('disconnect', () => process.exit(0))
 }

@@ -5,9 +5,15 @@
  * transaction commits. This file ties the parts together and publishes; each
  * concern has its own file: `options.ts`, `connection.ts` (ownership, deadlines),
  * `schema.ts` (the tables, the statements, the order), `reader.ts` (LISTEN, the
- * poll, pacing, gaps, retention), `replay.ts` (resume and the newest id).
+ * poll, pacing, gaps, retention), `replay.ts` (resume and the newest id),
+ * `presence.ts` (who is there, per topic, across instances).
+ *
+ * A keyed event's key is a column of its row; it comes back on the event live,
+ * from the window and from a range query alike (`eventOfRow`), and the hub
+ * drops superseded keyed events from a replay. Control entries (the topic '')
+ * are rows like any other: no stream subscribes to them, the hubs read them.
  */
-import { FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED } from '../../errors.js'
+import { FST_ERR_HTML_SSE_OPTION_INVALID, FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED } from '../../errors.js'
 import { RecentWindow } from '../redis/window.js'
 import type {
   Broker,
@@ -17,12 +23,15 @@ import type {
   BrokerLogger,
   BrokerPublishOptions,
   BrokerReplay,
+  Presence,
+  PresenceShare,
   TransactionClient
 } from '../types.js'
 import { compareIds } from '../types.js'
 import { Database, unavailable } from './connection.js'
 import type { PostgresBrokerLogger, PostgresBrokerOptions } from './options.js'
 import { resolveOptions } from './options.js'
+import { PresenceTable } from './presence.js'
 import { LogReader, LogState } from './reader.js'
 import { Replays } from './replay.js'
 import { type Statements, statements } from './schema.js'
@@ -32,6 +41,10 @@ export interface PostgresBroker extends Broker {
   readonly transactional: true
   /** Reports outages to `logger` unless the `logger` option was given (the plugin calls this with `app.log`). */
   useLogger(logger: PostgresBrokerLogger): void
+  /** Shares this instance's presence per topic: one statement per call (see `presence.ts`). */
+  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
+  /** A topic's presence across every instance sharing the table: one query. */
+  presence(topic: string): Promise<Presence>
 }
 
 const processLogger: BrokerLogger = {
@@ -73,6 +86,7 @@ class PostgresLogBroker implements PostgresBroker {
   readonly #state = new LogState()
   readonly #reader: LogReader
   readonly #replays: Replays
+  readonly #presence: PresenceTable
   #log: PostgresBrokerLogger
   #ready: Promise<void> | null = null
   #started: Promise<void> | null = null
@@ -90,6 +104,7 @@ class PostgresLogBroker implements PostgresBroker {
     const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
     this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, log)
     this.#replays = new Replays(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
+    this.#presence = new PresenceTable(this.#db, this.#sql)
   }
 
   useLogger(logger: PostgresBrokerLogger): void {
@@ -98,8 +113,15 @@ class PostgresLogBroker implements PostgresBroker {
 
   async publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
     const transaction = checkClient(options?.transaction)
+    const key = options?.key
+    if (key !== undefined && (typeof key !== 'string' || key.length === 0)) {
+      throw new FST_ERR_HTML_SSE_OPTION_INVALID('key', 'must be a non-empty string')
+    }
+    if (key?.includes('\0')) {
+      throw new FST_ERR_HTML_SSE_OPTION_INVALID('key', 'must not hold NUL (PostgreSQL text cannot store it)')
+    }
     await this.#setUp()
-    const values = [topic, body, this.#options.table]
+    const values = [topic, body, this.#options.table, key ?? null]
     const reply = await this.#tableMissing(
       transaction === undefined
         ? this.#db.query(this.#sql.publish, values)
@@ -126,6 +148,22 @@ class PostgresLogBroker implements PostgresBroker {
     const transaction = checkClient(options?.transaction)
     await this.#setUp()
     return transaction === undefined ? this.#replays.lastId(this.#published) : this.#replays.lastIdIn(transaction)
+  }
+
+  async sharePresence(
+    instance: string,
+    shares: ReadonlyMap<string, PresenceShare | null>,
+    ttlMs: number
+  ): Promise<void> {
+    if (this.#closing !== null) throw unavailable('it is closed')
+    await this.#setUp()
+    await this.#tableMissing(this.#presence.share(instance, shares, ttlMs))
+  }
+
+  async presence(topic: string): Promise<Presence> {
+    if (this.#closing !== null) throw unavailable('it is closed')
+    await this.#setUp()
+    return this.#tableMissing(this.#presence.presence(topic))
   }
 
   async listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void> {
@@ -156,11 +194,16 @@ class PostgresLogBroker implements PostgresBroker {
     await this.#db.close()
   }
 
-  /** Reads the epoch, creating the tables first when they are missing; once, retried after a failure. */
+  /**
+   * Reads the epoch, creating the tables first when they are missing (or
+   * adding what a table of an earlier version lacks: `key`, the presence
+   * table); once, retried after a failure.
+   */
   #setUp(): Promise<void> {
     if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
     if (this.#ready === null) {
       const ready = (async () => {
+        type EpochRow = { epoch: string; keyed: boolean; shared: boolean } | undefined
         let reply: { rows: readonly unknown[] }
         try {
           reply = await this.#db.query(this.#sql.epoch)
@@ -169,7 +212,12 @@ class PostgresLogBroker implements PostgresBroker {
           await this.#db.query(this.#sql.create)
           reply = await this.#db.query(this.#sql.epoch)
         }
-        const epoch = Number((reply.rows[0] as { epoch: string } | undefined)?.epoch)
+        const first = reply.rows[0] as EpochRow
+        if (first !== undefined && (!first.keyed || !first.shared)) {
+          await this.#db.query(this.#sql.create)
+          reply = await this.#db.query(this.#sql.epoch)
+        }
+        const epoch = Number((reply.rows[0] as EpochRow)?.epoch)
         if (!Number.isSafeInteger(epoch)) throw unavailable(`${this.#options.table}_meta holds no epoch`)
         this.#state.epoch = epoch
       })()

@@ -53,7 +53,8 @@ export interface PostgresBrokerOptions {
   connectionString?: string | undefined
   /**
    * The table of the log, `name` or `schema.name`; created with its sequence
-   * (`<table>_seq`) and state row (`<table>_meta`) when missing. Instances
+   * (`<table>_seq`), state row (`<table>_meta`) and presence
+   * (`<table>_presence`) when missing. Instances
    * with the same table share events.
    * @default 'fastify_html_sse_log'
    */
@@ -101,7 +102,13 @@ export interface ResolvedOptions {
   readonly connectionString: string
   /** The table as given (the notification channel), and each part quoted for SQL. */
   readonly table: string
-  readonly sql: { readonly log: string; readonly meta: string; readonly seq: string; readonly at: string }
+  readonly sql: {
+    readonly log: string
+    readonly meta: string
+    readonly seq: string
+    readonly at: string
+    readonly presence: string
+  }
   readonly replay: number
   readonly retentionMs: number
   readonly commandTimeoutMs: number
@@ -181,7 +188,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       log: quoted(parts, ''),
       meta: quoted(parts, '_meta'),
       seq: quoted(parts, '_seq'),
-      at: `"${parts.at(-1)}_at"`
+      at: `"${parts.at(-1)}_at"`,
+      presence: quoted(parts, '_presence')
     },
     replay: checkReplay(o.replay ?? 1000),
     retentionMs: (o.retentionMs as number | undefined) ?? 60_000,

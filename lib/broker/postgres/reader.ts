@@ -42,6 +42,25 @@ interface ReadRow {
   id: string | null
   topic: string | null
   body: string | null
+  key: string | null
+}
+
+/** What an event's row holds (its id as the sequence number). */
+export interface EventRow {
+  readonly id: string
+  readonly topic: string
+  readonly body: string
+  readonly key?: string | null | undefined
+}
+
+/**
+ * The event of a row, with its key when it has one. Every event the broker
+ * produces (live, into the window, from a range query) is made here.
+ */
+export function eventOfRow(state: LogState, row: EventRow): BrokerEvent {
+  const id = state.id(row.id)
+  const frame = withId(id, row.body)
+  return row.key == null ? { id, topic: row.topic, frame } : { id, topic: row.topic, frame, key: row.key }
 }
 
 /** The log's identity, shared by the broker's parts: ids are `<epoch>-<seq>`. */
@@ -129,16 +148,12 @@ export class LogReader {
     const client = await this.#connect()
     try {
       const newest = await this.#query(client, this.#sql.newest, [Math.max(1, this.#window.size)])
-      const rows = newest.rows as Array<{ id: string; topic: string; body: string }>
+      const rows = newest.rows as EventRow[]
       this.#seq = rows.length === 0 ? 0 : Number(rows[0]?.id)
       this.#window.clear()
       if (this.#seq === 0) this.#window.fromStart()
       else if (this.#window.size > 0) {
-        for (let i = rows.length - 1; i >= 0; i--) {
-          const row = rows[i] as { id: string; topic: string; body: string }
-          const id = this.#state.id(row.id)
-          this.#window.push({ id, topic: row.topic, frame: withId(id, row.body) })
-        }
+        for (let i = rows.length - 1; i >= 0; i--) this.#window.push(eventOfRow(this.#state, rows[i] as EventRow))
       }
     } catch (err) {
       this.#db.drop(client)
@@ -312,8 +327,7 @@ export class LogReader {
     for (const row of rows) {
       if (this.#stopped) return
       this.#seq = Number(row.id)
-      const id = this.#state.id(this.#seq)
-      const event: BrokerEvent = { id, topic: row.topic as string, frame: withId(id, row.body as string) }
+      const event = eventOfRow(this.#state, row as EventRow)
       this.#window.push(event)
       let flowing = true
       for (const listener of this.#listeners.keys()) {

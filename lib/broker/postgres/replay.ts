@@ -10,10 +10,11 @@
  */
 import type { RecentWindow } from '../redis/window.js'
 import type { BrokerEvent, BrokerReplay, TransactionClient } from '../types.js'
-import { compareIds, parseId, withId } from '../types.js'
+import { compareIds, parseId } from '../types.js'
 import type { Database } from './connection.js'
 import type { ResolvedOptions } from './options.js'
-import type { LogReader, LogState } from './reader.js'
+import type { EventRow, LogReader, LogState } from './reader.js'
+import { eventOfRow } from './reader.js'
 import type { Statements } from './schema.js'
 
 /** A shared range query: the events after an id up to `bound` (all topics), or null when the id is gone or too old. */
@@ -27,6 +28,7 @@ interface RangeRow {
   id: string | null
   topic: string | null
   body: string | null
+  key: string | null
 }
 
 function only(events: readonly BrokerEvent[], topics: readonly string[]): BrokerEvent[] {
@@ -157,8 +159,7 @@ export class Replays {
     const events: BrokerEvent[] = []
     for (let i = from; i < found.length; i++) {
       const row = found[i] as RangeRow
-      const id = this.#state.id(row.id as string)
-      events.push(this.#window.get(id) ?? { id, topic: row.topic as string, frame: withId(id, row.body as string) })
+      events.push(this.#window.get(this.#state.id(row.id as string)) ?? eventOfRow(this.#state, row as EventRow))
     }
     return events
   }

@@ -1,7 +1,7 @@
 /**
  * The tables and the statements. One table holds the log: `id` from a
- * sequence, `topic`, `body` (the frame without its id line) and `at` (the
- * database's clock, for retention). `<table>_meta` holds one row: `epoch` (the
+ * sequence, `topic`, `body` (the frame without its id line), `key` (a keyed
+ * event's key, else null) and `at` (the database's clock, for retention). `<table>_meta` holds one row: `epoch` (the
  * table's creation time, the `<a>` of every id, so an id of a recreated table is
  * never taken for one of this table) and `trimmed` (the newest id retention ever
  * removed: a reader whose position is older than it may have missed events).
@@ -15,6 +15,16 @@
  * sees a prefix of the log (ids left by rollbacks aside, which never come back):
  * a reader never passes an event that commits later, and `max(id)` in a
  * transaction's snapshot is exactly the resume point of what it sees.
+ *
+ * Presence lives in `<table>_presence`: one row per topic and instance
+ * (`streams`, `members` as a JSON array, `expires_at` on the database's clock),
+ * so hosts whose clocks disagree still agree on which shares are live. See
+ * `presence.ts` for what each call costs.
+ *
+ * Upgrades: a table made by an earlier version lacks `key` and the presence
+ * table; `epoch` also says whether they exist, and `create` (idempotent) adds
+ * what is missing, so the `ALTER TABLE` and its lock happen once, not at every
+ * start.
  */
 import type { ResolvedOptions } from './options.js'
 
@@ -23,11 +33,11 @@ const LOCK_CLASS = 1179144019
 
 /** The SQL of one broker, built once from its checked table name. */
 export interface Statements {
-  /** Returns the epoch; fails with 42P01 when the tables are missing. */
+  /** Returns the epoch and whether `key` and the presence table exist; fails with 42P01 when the tables are missing. */
   readonly epoch: string
   /** Creates what is missing, serialized between instances (several statements, no parameters). */
   readonly create: string
-  /** $1 topic, $2 body, $3 channel: takes the order lock, inserts, notifies at commit; returns the id. */
+  /** $1 topic, $2 body, $3 channel, $4 key (or null): takes the order lock, inserts, notifies at commit; returns the id. */
   readonly publish: string
   /** $1 after id, $2 limit: the state row and the events after an id, in one snapshot. */
   readonly read: string
@@ -39,33 +49,53 @@ export interface Statements {
   readonly head: string
   /** $1 retention in ms: removes older events (never the newest) and raises `trimmed`. */
   readonly trim: string
+  /**
+   * $1 instance, $2 shares as a JSON array of `{ topic, streams, members }`
+   * (`streams` null: the instance left the topic), $3 TTL in ms, $4 sweep:
+   * upserts and deletes this instance's rows; with $4, also deletes other
+   * instances' rows that lapsed a whole TTL ago (skipping rows locked now).
+   */
+  readonly share: string
+  /** $1 topic: the streams and the distinct members of its live shares. */
+  readonly presence: string
 }
 
 export function statements(options: ResolvedOptions): Statements {
-  const { log, meta, seq, at } = options.sql
+  const { log, meta, seq, at, presence } = options.sql
   const table = options.table.replace(/'/g, "''")
   return {
-    epoch: `SELECT epoch::text FROM ${meta}`,
+    epoch: `SELECT epoch::text, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${log}') AND attname = 'key' AND NOT attisdropped) AS keyed, to_regclass('${presence}') IS NOT NULL AS shared FROM ${meta}`,
     create: [
       'BEGIN',
       `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('create:${table}'))`,
-      `CREATE TABLE IF NOT EXISTS ${log} (id bigint PRIMARY KEY, topic text NOT NULL, body text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+      `CREATE TABLE IF NOT EXISTS ${log} (id bigint PRIMARY KEY, topic text NOT NULL, body text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp(), key text)`,
+      // A table of an earlier version gains `key`; the ALTER (and its lock, held for a moment) only then.
+      `DO $body$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${log}') AND attname = 'key' AND NOT attisdropped) THEN ALTER TABLE ${log} ADD COLUMN key text; END IF; END $body$`,
       `CREATE INDEX IF NOT EXISTS ${at} ON ${log} (at)`,
       `CREATE SEQUENCE IF NOT EXISTS ${seq}`,
       `CREATE TABLE IF NOT EXISTS ${meta} (one boolean PRIMARY KEY DEFAULT true CHECK (one), epoch bigint NOT NULL, trimmed bigint NOT NULL DEFAULT 0)`,
       `INSERT INTO ${meta} (epoch) VALUES ((extract(epoch FROM clock_timestamp()) * 1000)::bigint) ON CONFLICT DO NOTHING`,
+      `CREATE TABLE IF NOT EXISTS ${presence} (topic text NOT NULL, instance text NOT NULL, streams integer NOT NULL, members jsonb NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (topic, instance))`,
       'COMMIT'
     ].join(';\n'),
     // OFFSET 0 keeps the lock in its own subquery, evaluated before nextval: the lock comes first.
-    publish: `WITH e AS (INSERT INTO ${log} (id, topic, body) SELECT nextval('${seq.replace(/'/g, "''")}'), $1, $2 FROM (SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${table}')) OFFSET 0) l RETURNING id) SELECT id::text, (SELECT epoch FROM ${meta})::text AS epoch, pg_notify($3, id::text) FROM e`,
+    publish: `WITH e AS (INSERT INTO ${log} (id, topic, body, key) SELECT nextval('${seq.replace(/'/g, "''")}'), $1, $2, $4 FROM (SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${table}')) OFFSET 0) l RETURNING id) SELECT id::text, (SELECT epoch FROM ${meta})::text AS epoch, pg_notify($3, id::text) FROM e`,
     // The state row through scalar subqueries, not a join: a join with a table without statistics
     // (a new one) is estimated at hundreds of thousands of rows, and PostgreSQL then JIT-compiles
     // every read (10-40 ms each).
-    read: `SELECT (SELECT epoch FROM ${meta})::text AS epoch, (SELECT trimmed FROM ${meta})::text AS trimmed, e.id::text AS id, e.topic, e.body FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id > $1 ORDER BY id LIMIT $2) e ON true ORDER BY e.id`,
-    range: `SELECT (SELECT trimmed FROM ${meta})::text AS trimmed, e.id::text AS id, e.topic, e.body FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT id, topic, body FROM ${log} WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3) e ON true ORDER BY e.id`,
+    read: `SELECT (SELECT epoch FROM ${meta})::text AS epoch, (SELECT trimmed FROM ${meta})::text AS trimmed, e.id::text AS id, e.topic, e.body, e.key FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT id, topic, body, key FROM ${log} WHERE id > $1 ORDER BY id LIMIT $2) e ON true ORDER BY e.id`,
+    range: `SELECT (SELECT trimmed FROM ${meta})::text AS trimmed, e.id::text AS id, e.topic, e.body, e.key FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT id, topic, body, key FROM ${log} WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3) e ON true ORDER BY e.id`,
     // Ordered by the bigint column, never by its text (ORDER BY id would take the output column: '99' > '200').
-    newest: `SELECT n.id::text AS id, n.topic, n.body FROM (SELECT id, topic, body FROM ${log} ORDER BY id DESC LIMIT $1) n ORDER BY n.id DESC`,
+    newest: `SELECT n.id::text AS id, n.topic, n.body, n.key FROM (SELECT id, topic, body, key FROM ${log} ORDER BY id DESC LIMIT $1) n ORDER BY n.id DESC`,
     head: `SELECT (SELECT max(id) FROM ${log})::text AS head, (SELECT epoch FROM ${meta})::text AS epoch`,
-    trim: `WITH d AS (DELETE FROM ${log} WHERE at < clock_timestamp() - make_interval(secs => $1::double precision / 1000) AND id < (SELECT max(id) FROM ${log}) RETURNING id) UPDATE ${meta} SET trimmed = greatest(trimmed, (SELECT max(id) FROM d)) WHERE EXISTS (SELECT 1 FROM d) RETURNING trimmed::text`
+    trim: `WITH d AS (DELETE FROM ${log} WHERE at < clock_timestamp() - make_interval(secs => $1::double precision / 1000) AND id < (SELECT max(id) FROM ${log}) RETURNING id) UPDATE ${meta} SET trimmed = greatest(trimmed, (SELECT max(id) FROM d)) WHERE EXISTS (SELECT 1 FROM d) RETURNING trimmed::text`,
+    share: [
+      `WITH s AS (SELECT topic, streams, members FROM jsonb_to_recordset($2::jsonb) AS s(topic text, streams integer, members jsonb))`,
+      `, gone AS (DELETE FROM ${presence} p USING s WHERE s.streams IS NULL AND p.topic = s.topic AND p.instance = $1)`,
+      `, swept AS (DELETE FROM ${presence} WHERE (topic, instance) IN (SELECT topic, instance FROM ${presence} WHERE $4::boolean AND instance <> $1 AND expires_at < now() - make_interval(secs => $3::double precision / 1000) FOR UPDATE SKIP LOCKED))`,
+      `INSERT INTO ${presence} (topic, instance, streams, members, expires_at) SELECT topic, $1, streams, members, now() + make_interval(secs => $3::double precision / 1000) FROM s WHERE streams IS NOT NULL`,
+      'ON CONFLICT (topic, instance) DO UPDATE SET streams = excluded.streams, members = excluded.members, expires_at = excluded.expires_at'
+    ].join(' '),
+    presence: `SELECT (SELECT coalesce(sum(streams), 0) FROM ${presence} WHERE topic = $1 AND expires_at > now())::text AS streams, ARRAY(SELECT DISTINCT m FROM ${presence} p, jsonb_array_elements_text(p.members) m WHERE p.topic = $1 AND p.expires_at > now()) AS members`
   }
 }
