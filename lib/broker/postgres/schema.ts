@@ -1,10 +1,11 @@
 /**
  * The tables and the statements. One table holds the log: `id` from a
  * sequence, `topic`, `body` (the frame without its id line), `key` (a keyed
- * event's key, else null) and `at` (the database's clock, for retention). `<table>_meta` holds one row: `epoch` (the
- * table's creation time, the `<a>` of every id, so an id of a recreated table is
- * never taken for one of this table) and `trimmed` (the newest id retention ever
- * removed: a reader whose position is older than it may have missed events).
+ * event's key, else null) and `at` (the database's clock, for retention).
+ * `<table>_meta` holds one row: `epoch` (the table's creation time, the `<a>`
+ * of every id, so an id of a recreated table is never taken for one of this
+ * table) and `trimmed` (the newest id retention ever removed: a reader whose
+ * position is older than it may have missed events).
  *
  * The order. Sequence values are handed out at insert, not at commit, so a
  * reader that reads `id > position` could pass an id whose transaction commits
