@@ -96,11 +96,13 @@ export class Hub implements SinkOwner {
       }
       return true
     }
-    const turn = this.#turn
-    turn.push(event)
-    this.#turnBytes += event.frame.length
-    if (turn.length === 1) process.nextTick(this.#endTurn)
-    return this.#turnBytes < TURN_BYTES || this.flushTurn()
+    const bytes = event.frame.length
+    // A turn's joined frames stay within one write's slice (SLICE_BYTES): hand over what came first.
+    const flowing = this.#turnBytes + bytes > TURN_BYTES ? this.flushTurn() : true
+    this.#turn.push(event)
+    this.#turnBytes += bytes
+    if (this.#turn.length === 1) process.nextTick(this.#endTurn)
+    return flowing
   }
 
   readonly #endTurn = (): void => {
@@ -172,6 +174,7 @@ export class Hub implements SinkOwner {
    * `Last-Event-ID`, sends what it missed first (see `resume.ts`).
    */
   add(sink: Sink, topics: readonly string[]): void {
+    this.flushTurn()
     const entry: Entry = { sink, topics: null, handoff: null }
     this.#entries.set(sink, entry)
     const key = sink.clientKey
@@ -184,6 +187,8 @@ export class Hub implements SinkOwner {
 
   subscribe(sink: Sink, topic: string): void {
     checkTopic(topic)
+    // What this turn published before the stream subscribed is not for it.
+    this.flushTurn()
     const entry = this.#entries.get(sink)
     if (entry !== undefined) this.#join(entry, topic)
   }
@@ -191,6 +196,8 @@ export class Hub implements SinkOwner {
   unsubscribe(sink: Sink, topic: string): void {
     const entry = this.#entries.get(sink)
     if (entry === undefined) return
+    // What this turn published while the stream was subscribed is still for it.
+    this.flushTurn()
     const topics = entry.topics
     if (topics === topic) entry.topics = null
     else if (topics === null || typeof topics === 'string' || !topics.delete(topic)) return

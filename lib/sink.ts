@@ -204,6 +204,8 @@ export class Sink implements Pumped {
    */
   endWith(frame: string, reason: CloseReason): void {
     if (this.#closed || this.#ending) return
+    // What this turn published before the end is still for this stream.
+    this.#owner.flushTurn()
     if (reason === 'shutdown') {
       const session = sessionOf(this.#res)
       const stuck = this.#res.writableLength > 0 || this.#head < this.#queue.length
@@ -378,6 +380,7 @@ export class Sink implements Pumped {
   /** Ends the stream once; `destroy` drops the connection instead of ending the response. */
   end(reason: CloseReason, destroy = false): void {
     if (this.#closed) return
+    if (!destroy) this.#owner.flushTurn()
     this.#closed = true
     if (this.#lifetime !== null) clearTimeout(this.#lifetime)
     if (this.#expiry !== null) clearTimeout(this.#expiry)

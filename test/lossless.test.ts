@@ -6,6 +6,7 @@
  * test/slow-client.test.ts.)
  */
 import { test } from 'tap'
+import type { SseSink } from '../lib/index.js'
 import { makeApp, topicsApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
@@ -94,4 +95,40 @@ test('the lastEventId query parameter is read from the URL, even when a querystr
     [[gap, '<li>in the gap</li>']]
   )
   page.close()
+})
+
+test('an event published in the same turn as a close or an unsubscribe still reaches that stream first', async (t) => {
+  const { app } = await makeApp()
+  const sinks: SseSink[] = []
+  app.get('/events', (_req, reply) => {
+    sinks.push(reply.sse({ topics: ['t'] }))
+  })
+  const base = await listen(app)
+  t.teardown(() => app.close())
+  const closing = await connect(`${base}/events`)
+  const leaving = await connect(`${base}/events`)
+  const staying = await connect(`${base}/events`)
+  await until(() => app.sse.stats().topics.t === 3)
+  const [closingSink, leavingSink] = sinks as [SseSink, SseSink]
+  await app.sse.publish('t', '<p>before close</p>')
+  closingSink.close()
+  await app.sse.publish('t', '<p>before unsubscribe</p>')
+  leavingSink.unsubscribe('t')
+  const marker = await app.sse.publish('t', '<p>marker</p>')
+  await closing.ended
+  await until(() => staying.events.at(-1)?.id === marker, 5000, 'the marker')
+  await leavingSink.send('<p>own marker</p>')
+  await until(() => leaving.events.at(-1)?.data === '<p>own marker</p>', 5000, 'the own marker')
+  t.same(
+    closing.events.map((e) => e.data),
+    ['<p>before close</p>'],
+    'the closed stream got what was published before its close'
+  )
+  t.same(
+    leaving.events.map((e) => e.data),
+    ['<p>before close</p>', '<p>before unsubscribe</p>', '<p>own marker</p>'],
+    'the stream that left the topic got what was published before it left, and nothing after'
+  )
+  leaving.close()
+  staying.close()
 })
