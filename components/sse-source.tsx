@@ -43,8 +43,11 @@ export type SseSourceProps = PropsWithChildren<
  * @example
  * ```tsx
  * <SseSource url="/events" swap="message" id="clock">waiting…</SseSource>
- * // Resume from the moment the list was rendered:
- * <SseSource url="/notes/events" lastEventId={await app.sse.lastId()}>
+ * // Take the id first, then read the state: nothing published in between is lost
+ * // (an item may come twice, so swap whole lists or keyed items):
+ * const lastEventId = await app.sse.lastId()
+ * const notes = await loadNotes()
+ * <SseSource url="/notes/events" lastEventId={lastEventId}>
  *   <NoteList notes={notes} />
  * </SseSource>
  * ```

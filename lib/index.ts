@@ -13,7 +13,7 @@ export type {
   PresenceShare,
   TransactionClient
 } from './broker/types.js'
-export { CONTROL_TOPIC, compareIds } from './broker/types.js'
+export { CONTROL_TOPIC, compareIds, parseId, withId } from './broker/types.js'
 export type { DisconnectFilter } from './control.js'
 export type { SseStats } from './counters.js'
 export * from './errors.js'

@@ -72,9 +72,12 @@ export interface SseHub {
   publish(topic: string, html: Html, event?: string, options?: PublishOptions): Promise<string>
   /**
    * The newest id in the broker's log; for an empty log, an id before the first
-   * event (null only from a broker that has none). Render a page's
-   * state, take `lastId()`, and pass it to `<SseSource lastEventId>`: the stream's
-   * first connection resumes from it, so nothing published in between is lost.
+   * event (null only from a broker that has none). Take `lastId()`, then read the
+   * page's state, and pass the id to `<SseSource lastEventId>`: the stream's first
+   * connection resumes from it, so nothing published in between is lost (an item
+   * may come twice: swap whole lists or keyed items). With the Postgres broker,
+   * `lastId({ transaction })` in the REPEATABLE READ transaction that reads the
+   * state gives both from one snapshot: nothing lost, nothing twice.
    */
   lastId(options?: LastIdOptions): Promise<string | null>
   /** Open streams, subscribers per topic, events published, streams dropped. */

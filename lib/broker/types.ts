@@ -20,8 +20,8 @@
  *   instead of skipping silently, then goes on with the events after `head`
  *   (the newest id it knows). The hub sends its streams a `reset` carrying
  *   `head`, so pages refetch their state and nothing is lost unseen.
- * - `lastId()` is the newest id of the log: a page renders its state, takes
- *   `lastId()`, and its stream resumes from there. For an empty log it is an id
+ * - `lastId()` is the newest id of the log: a page takes `lastId()`, then
+ *   renders its state, and its stream resumes from there. For an empty log it is an id
  *   before the first event (`<epoch>-0`, `0-0`), from which a replay returns
  *   every event published since, so the first events cannot fall into the
  *   render-to-connect gap either. A broker that has no such id returns null.
