@@ -3,7 +3,7 @@
  * events, with two apps sharing one broker as two instances would.
  */
 import { type Test, test } from 'tap'
-import { type Broker, memoryBroker } from '../lib/index.js'
+import { type Broker, CONTROL_TOPIC, memoryBroker } from '../lib/index.js'
 import { errorsIn, makeApp } from './helpers/app.js'
 import { connect, listen, until } from './helpers/sse.js'
 
@@ -173,4 +173,101 @@ test('keyed events: a resume gets only the newest of each key, in its place; liv
   })
   live.close()
   resumed.close()
+})
+
+/** The memory broker with only the methods the contract requires: no presence of its own. */
+function plainBroker(inner: Broker, extra: Partial<Broker> = {}): Broker {
+  return {
+    publish: (topic, body, options) => inner.publish(topic, body, options),
+    replay: (topics, lastId) => inner.replay(topics, lastId),
+    lastId: () => inner.lastId(),
+    listen: (listener, onGap) => inner.listen(listener, onGap),
+    unlisten: (listener) => inner.unlisten(listener),
+    close: () => inner.close(),
+    ...extra
+  }
+}
+
+test('a control entry that cannot be read is logged and ignored; streams go on', async (t) => {
+  const broker = memoryBroker()
+  const { app, logs, base } = await stateApp(t, broker)
+  const ann = await connect(`${base}/events?member=ann`)
+  await until(() => app.sse.stats().connections === 1)
+  for (const body of ['event: control\ndata: not json\n\n', 'data: {"type":"other"}\n\n', 'event: control\n\n']) {
+    await broker.publish(CONTROL_TOPIC, body)
+  }
+  const marker = await app.sse.publish('room', '<p>still here</p>')
+  await until(() => ann.events.at(-1)?.id === marker, 5000, 'the marker')
+  t.same(
+    ann.events.map((e) => e.data),
+    ['<p>still here</p>'],
+    'nothing ended the stream'
+  )
+  t.equal(logs.filter((l) => /control entry could not be read/.test(l.msg)).length, 3, 'each logged')
+  ann.close()
+})
+
+test('a broker that shares no presence: presence() answers for this instance; a failing share is logged and tried again', async (t) => {
+  const local = await stateApp(t, plainBroker(memoryBroker()))
+  const a = await connect(`${local.base}/events?member=ann`)
+  const b = await connect(`${local.base}/events`)
+  await until(() => local.app.sse.stats().topics.room === 2)
+  t.same(await local.app.sse.presence('room'), { streams: 2, members: ['ann'] }, 'this instance only')
+  t.same(await local.app.sse.presence('elsewhere'), { streams: 0, members: [] })
+  a.close()
+  b.close()
+
+  const inner = memoryBroker()
+  let failures = 1
+  const flaky = plainBroker(inner, {
+    sharePresence: (instance, shares, ttlMs) =>
+      failures-- > 0
+        ? Promise.reject(new Error('the backend hiccuped'))
+        : (inner.sharePresence as NonNullable<Broker['sharePresence']>)(instance, shares, ttlMs),
+    presence: (topic) => (inner.presence as NonNullable<Broker['presence']>)(topic)
+  })
+  const shared = await stateApp(t, flaky)
+  const c = await connect(`${shared.base}/events?member=cid`)
+  await until(() => shared.logs.some((l) => /presence could not be shared/.test(l.msg)), 5000, 'the failed share')
+  // The next change shares again, with the topic that failed.
+  const d = await connect(`${shared.base}/events?member=dan`)
+  await until(async () => (await shared.app.sse.presence('room')).streams === 2, 5000, 'presence after the retry')
+  t.same(await shared.app.sse.presence('room'), { streams: 2, members: ['cid', 'dan'] })
+  c.close()
+  d.close()
+})
+
+test('a transaction is checked before a transactional broker gets it', async (t) => {
+  const inner = memoryBroker()
+  const given: unknown[] = []
+  const broker = plainBroker(inner, {
+    transactional: true,
+    publish: (topic, body, options) => {
+      given.push(options?.transaction)
+      return inner.publish(topic, body)
+    },
+    lastId: (options) => {
+      given.push(options?.transaction)
+      return inner.lastId()
+    }
+  })
+  const { app } = await makeApp({ broker })
+  t.teardown(() => app.close())
+  for (const transaction of [null, {}, 42, { query: 'SELECT 1' }]) {
+    await t.rejects(
+      app.sse.publish('t', '<p>x</p>', 'message', { transaction: transaction as never }),
+      { code: 'FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED' },
+      `publish with ${JSON.stringify(transaction)}`
+    )
+    await t.rejects(
+      app.sse.lastId({ transaction: transaction as never }),
+      { code: 'FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED' },
+      `lastId with ${JSON.stringify(transaction)}`
+    )
+  }
+  t.same(given, [], 'none reached the broker')
+  const client = { query: () => Promise.resolve() }
+  await app.sse.publish('t', '<p>x</p>', 'message', { transaction: client, key: 'k' })
+  await app.sse.lastId({ transaction: client })
+  t.same(given, [client, client], 'a client is handed over as it is')
 })
