@@ -1,14 +1,15 @@
 // tap 21 has no numeric thresholds: it fails below 100% unless told otherwise.
 // We allow incomplete coverage in tap and hold the line here instead. The
-// levels are what consecutive `npm test` runs reached (lines and statements
-// 98.9%, functions 96.23–96.26%, branches 95.25–95.46%: a few Redis fault
-// branches are taken in some runs and not in others), less a little, so a
-// change that drops coverage fails `npm test`. What stays
-// uncovered is mostly Redis connection handling that needs a server to fail in
-// a particular way between two commands, and defensive branches.
+// levels are what the last full `npm test` reached on its own (lines and
+// statements 98.98%, functions 97.41%, branches 94.73%), less a margin for what
+// varies between runs: fault branches of the Redis and Postgres brokers (a
+// connection that breaks between two commands, a timer that wins a race) are
+// taken in some runs and not in others. A change that drops coverage fails
+// `npm test`. Note: two `tap` runs in one folder at once reset each other's
+// `.tap/` and lose coverage; run one at a time.
 import { readFileSync } from 'node:fs'
 
-const THRESHOLDS = { lines: 98.5, statements: 98.5, functions: 96, branches: 94.5 }
+const THRESHOLDS = { lines: 98.5, statements: 98.5, functions: 96.5, branches: 94 }
 
 const summary = JSON.parse(readFileSync(new URL('../.tap/report/coverage-summary.json', import.meta.url), 'utf8'))
 const failed = []
