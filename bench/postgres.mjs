@@ -55,7 +55,9 @@ async function serverChild(opt) {
   const { postgresBroker } = await import(pathToFileURL(oursEntry(opt.ours, './postgres')).href)
   const { pool, counted } = await countingPool(pg, opt.url)
   const app = (await import('fastify')).default({ logger: false })
-  await app.register(htmlSse, { heartbeatMs: 0, broker: postgresBroker({ pool, table: opt.table, replay: 1000 }) })
+  const broker = postgresBroker({ pool, table: opt.table, replay: 1000 })
+  await app.register(htmlSse, { heartbeatMs: 0, broker })
+  app.addHook('onClose', () => broker.close())
   app.get('/events', (_request, reply) => {
     reply.sse({ topics: ['bench'] })
   })
@@ -229,6 +231,7 @@ async function main() {
     const app = (await import('fastify')).default({ logger: false })
     const broker = postgresBroker({ pool, table, ...options })
     await app.register(htmlSse, { heartbeatMs: 0, broker })
+    app.addHook('onClose', () => broker.close())
     await app.ready()
     return { app, broker }
   }

@@ -81,6 +81,8 @@ async function oursKind() {
   }
   const app = await fastify()
   await app.register(htmlSse, plugin)
+  // A broker made here is closed here (close is idempotent, so builds whose plugin closed it too are fine).
+  if (plugin.broker !== undefined) app.addHook('onClose', () => plugin.broker.close())
   app.get('/events', (_request, reply) => {
     reply.sse({ topics: ['bench'] })
   })

@@ -34,11 +34,15 @@ async function backend(): Promise<{ broker: Broker; notes?: NoteStore }> {
 
 const instances = await Promise.all(
   [0, 1].map(async (n) => {
+    const { broker, notes } = await backend()
     const app = await buildApp({
       logger: { base: { instance: n === 0 ? 'A' : 'B' } },
-      ...(await backend()),
+      broker,
+      ...(notes === undefined ? {} : { notes }),
       jobIdBase: n * 1000
     })
+    // The broker made here is closed here, after its app.
+    app.addHook('onClose', () => broker.close())
     const address = await app.listen({ port: port + n, host })
     app.log.info(
       `instance ${n === 0 ? 'A' : 'B'} (${databaseUrl === undefined ? 'Redis' : 'PostgreSQL'}): open ${address}/ (htmx 2) or ${address}/?htmx=4`

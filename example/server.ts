@@ -8,14 +8,14 @@ const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 
 const redisUrl = process.env.REDIS_URL
-const app = await buildApp({
-  logger: true,
-  // Loaded only when asked for: an app that never imports the redis entry never needs the client.
-  broker:
-    redisUrl === undefined
-      ? undefined
-      : (await import('fastify-html-sse/redis')).redisBroker({ url: redisUrl, prefix: 'fastify-html-sse:example:' })
-})
+// Loaded only when asked for: an app that never imports the redis entry never needs the client.
+const broker =
+  redisUrl === undefined
+    ? undefined
+    : (await import('fastify-html-sse/redis')).redisBroker({ url: redisUrl, prefix: 'fastify-html-sse:example:' })
+const app = await buildApp({ logger: true, broker })
+// A broker you make is yours to close, after the app (the plugin closes only the default one it made).
+if (broker !== undefined) app.addHook('onClose', () => broker.close())
 const url = await app.listen({ port, host })
 app.log.info(`open ${url}/ for htmx 2, ${url}/?htmx=4 for htmx 4`)
 

@@ -7,13 +7,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import fp from 'fastify-plugin'
 import { serveAssets } from './assets.js'
-import {
-  type Broker,
-  type BrokerPublishOptions,
-  CONTROL_TOPIC,
-  type Presence,
-  type TransactionClient
-} from './broker/types.js'
+import { type BrokerPublishOptions, CONTROL_TOPIC, type Presence, type TransactionClient } from './broker/types.js'
 import { type HtmlSseOptions, resolveConfig } from './config.js'
 import { controlBody, type DisconnectFilter } from './control.js'
 import { Counters, type SseStats } from './counters.js'
@@ -122,8 +116,6 @@ const kSink = Symbol('fastify-html-sse.sink')
 
 /** Servers the plugin is registered on: a second registration is a mistake. */
 const registered = new WeakSet<object>()
-/** Apps using each broker: the last one to close closes it. */
-const brokerUsers = new WeakMap<Broker, number>()
 
 /** What the broker is told besides the frame: only the fields given. */
 function publishOptions(transaction: TransactionClient | undefined, key: string | undefined): BrokerPublishOptions {
@@ -148,7 +140,6 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
   })
   broker.useLogger?.(app.log)
   await broker.listen(hub.deliver, hub.gap)
-  brokerUsers.set(broker, (brokerUsers.get(broker) ?? 0) + 1)
   const opener = new Opener(config, hub, counters)
 
   app.decorateReply(kSink, null)
@@ -217,12 +208,8 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
     await withdrawn
     registered.delete(app.server)
     await broker.unlisten(hub.deliver)
-    const users = (brokerUsers.get(broker) ?? 1) - 1
-    if (users > 0) brokerUsers.set(broker, users)
-    else {
-      brokerUsers.delete(broker)
-      await broker.close()
-    }
+    // What the plugin made, it closes; a broker you passed is yours to close (after the app).
+    if (config.ownBroker) await broker.close()
   })
 }
 

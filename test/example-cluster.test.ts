@@ -21,13 +21,13 @@ const note = (text: string) => ({
 
 test('two example instances on Redis: notes and jobs reach the tabs of both', async (t) => {
   const redis = await privateRedis(t)
+  const brokers = [0, 1].map(() => redisBroker({ url: redis.url, prefix: 'example:' }))
   const [a, b] = await Promise.all(
-    [0, 1].map((n) =>
-      buildApp({ heartbeatMs: 0, jobIdBase: n * 1000, broker: redisBroker({ url: redis.url, prefix: 'example:' }) })
-    )
+    brokers.map((broker, n) => buildApp({ heartbeatMs: 0, jobIdBase: n * 1000, broker }))
   )
   if (a === undefined || b === undefined) throw new Error('two apps')
-  t.teardown(() => Promise.all([a.close(), b.close()]))
+  // The apps first, then the brokers the test made.
+  t.teardown(() => Promise.all([a.close(), b.close()]).then(() => Promise.all(brokers.map((broker) => broker.close()))))
   const [baseA, baseB] = await Promise.all([listen(a), listen(b)])
   const tabA = await connect(`${baseA}/live`)
   const tabB = await connect(`${baseB}/live?htmx=4`)

@@ -124,7 +124,9 @@ import { redisBroker } from 'fastify-html-sse/redis'
 import { collectEvents } from 'fastify-html-sse/testing'
 
 const app = Fastify()
-await app.register(htmlSse, { broker: redisBroker({ url: process.env.REDIS_URL, prefix: 'pkgtest:' }), heartbeatMs: 0 })
+const broker = redisBroker({ url: process.env.REDIS_URL, prefix: 'pkgtest:' })
+await app.register(htmlSse, { broker, heartbeatMs: 0 })
+app.addHook('onClose', () => broker.close())
 app.get('/events', (req, reply) => {
   reply.sse({ topics: ['t'] })
 })

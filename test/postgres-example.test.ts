@@ -8,6 +8,7 @@
  * The example imports the package by name, which resolves to dist/: `npm test`
  * builds first; run `npm run build` before running this file alone.
  */
+import type { Broker } from 'fastify-html-sse'
 import { postgresBroker } from 'fastify-html-sse/postgres'
 import pg from 'pg'
 import { test } from 'tap'
@@ -27,18 +28,20 @@ test('two example instances on PostgreSQL: notes are rows, pages resume from the
   const pools = [0, 1].map(() => new pg.Pool({ connectionString: db.url, max: 3 }))
   for (const pool of pools) pool.on('error', () => {})
   t.teardown(() => Promise.all(pools.map((pool) => pool.end())))
+  const brokers = pools.map((pool) => postgresBroker({ pool, table: 'example_sse_log' }))
   const [a, b] = await Promise.all(
     pools.map(async (pool, n) =>
       buildApp({
         heartbeatMs: 0,
         jobIdBase: n * 1000,
-        broker: postgresBroker({ pool, table: 'example_sse_log' }),
+        broker: brokers[n] as Broker,
         notes: await postgresNotes(pool)
       })
     )
   )
   if (a === undefined || b === undefined) throw new Error('two apps')
-  t.teardown(() => Promise.all([a.close(), b.close()]))
+  // The apps first, then the brokers the test made (the pools after them).
+  t.teardown(() => Promise.all([a.close(), b.close()]).then(() => Promise.all(brokers.map((broker) => broker.close()))))
   const [baseA, baseB] = await Promise.all([listen(a), listen(b)])
   const tabA = await connect(`${baseA}/live`)
   const tabB = await connect(`${baseB}/live?htmx=4`)

@@ -259,8 +259,9 @@ t.test('memory and Redis brokers refuse a transaction with a coded error', async
   const memory = await makeApp({ broker: memoryBroker() })
   t.teardown(() => memory.app.close())
   const server = await privateRedis(t)
-  const redis = await makeApp({ broker: redisBroker({ url: server.url }) })
-  t.teardown(() => redis.app.close())
+  const redisOfApp = redisBroker({ url: server.url })
+  const redis = await makeApp({ broker: redisOfApp })
+  t.teardown(() => redis.app.close().then(() => redisOfApp.close()))
   for (const [name, app] of [
     ['memory', memory.app],
     ['redis', redis.app]

@@ -336,7 +336,7 @@ test('registering the plugin twice on one server fails with a clear error', asyn
   await siblings.close()
 })
 
-test('a broker shared by two apps is closed by the last one to close', async (t) => {
+test('who closes what: a broker passed to apps stays open after they close; the default one is closed with its app', async (t) => {
   const broker = memoryBroker()
   const one = await makeApp({ broker })
   const two = await makeApp({ broker })
@@ -349,9 +349,21 @@ test('a broker shared by two apps is closed by the last one to close', async (t)
   await one.app.close()
   await two.app.sse.publish('shared', '<p>after the first close</p>')
   await client.waitFor(1)
-  t.equal(client.events[0]?.data, '<p>after the first close</p>')
+  t.equal(client.events[0]?.data, '<p>after the first close</p>', 'closing one app cut the other off from nothing')
   await two.app.close()
-  await t.rejects(broker.publish('shared', 'data: x\n\n'), { code: 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE' })
+  const id = await broker.publish('shared', 'data: x\n\n')
+  t.match(id, /^\d+-\d+$/, 'the broker passed in is still open: its maker closes it')
+  await broker.close()
+  await t.rejects(broker.publish('shared', 'data: y\n\n'), { code: 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE' })
+
+  const own = await makeApp()
+  await own.app.ready()
+  await own.app.close()
+  await t.rejects(
+    own.app.sse.publish('t', '<p>x</p>'),
+    { code: 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE' },
+    'the default broker closed with its app'
+  )
 })
 
 for (const [label, initialWindowSize] of [

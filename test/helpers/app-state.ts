@@ -27,7 +27,9 @@ export async function redisStateApp(
   prefix: string,
   options: StateBrokerOptions = {}
 ): Promise<{ app: FastifyInstance; base: string; logs: LogLine[] }> {
-  const { app, logs } = await makeApp({ broker: redisBroker({ url, prefix, ...options }) })
+  const broker = redisBroker({ url, prefix, ...options })
+  const { app, logs } = await makeApp({ broker })
+  app.addHook('onClose', () => broker.close())
   app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
     const { topics = 'room', member } = req.query
     reply.sse({ topics: topics.split(','), member })

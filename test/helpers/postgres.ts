@@ -134,6 +134,7 @@ export async function pgApp(
   const app = Fastify({ logger: false })
   const broker = postgresBroker(options)
   await app.register(htmlSse, { heartbeatMs: 0, broker })
+  app.addHook('onClose', () => broker.close())
   app.get('/events', (req, reply) => {
     const topics = String((req.query as { topics?: string }).topics ?? 'a').split(',')
     reply.sse({ topics })
@@ -160,6 +161,7 @@ export async function pgStateApp(
     options.pool === undefined ? { connectionString: url, table, ...options } : { table, ...options }
   )
   const { app, logs } = await makeApp({ broker })
+  app.addHook('onClose', () => broker.close())
   app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
     const { topics = 'room', member } = req.query
     reply.sse({ topics: topics.split(','), member })

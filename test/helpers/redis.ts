@@ -152,13 +152,16 @@ export async function redisApp(
   logger?: RedisBrokerLogger,
   options: RedisAppOptions = {}
 ): Promise<{ app: FastifyInstance; base: string }> {
-  const { maxBufferedBytes, ...broker } = options
+  const { maxBufferedBytes, ...brokerOptions } = options
   const app = Fastify()
+  const broker = redisBroker({ url, prefix, ...brokerOptions, ...(logger === undefined ? {} : { logger }) })
   await app.register(htmlSse, {
     heartbeatMs: 0,
     ...(maxBufferedBytes === undefined ? {} : { maxBufferedBytes }),
-    broker: redisBroker({ url, prefix, ...broker, ...(logger === undefined ? {} : { logger }) })
+    broker
   })
+  // The app made the broker: it closes it after itself.
+  app.addHook('onClose', () => broker.close())
   app.get('/events', (req, reply) => {
     const topics = String((req.query as { topics?: string }).topics ?? 'a').split(',')
     reply.sse({ topics })
