@@ -176,9 +176,9 @@ interface Instance {
 async function instance(t: Test, feed: Feed, options: HtmlSseOptions = {}): Promise<Instance> {
   const app = Fastify()
   await app.register(htmlSse, { heartbeatMs: 0, ...options })
-  // A broker the test made is closed after its app.
+  // A broker the test made (instances may share one) is closed when the test ends.
   const broker = options.broker
-  if (broker !== undefined) app.addHook('onClose', () => broker.close())
+  if (broker !== undefined) t.teardown(() => broker.close())
   const state: Instance = { app, base: '', streams: [], sinks: new Set(), gate: null, held: 0 }
   app.get<{ Querystring: { client?: ClientKind; tab?: string } }>('/', async (request, reply) => {
     const client = request.query.client ?? 'htmx2'
