@@ -199,15 +199,17 @@ async function htmlSse(app: FastifyInstance, options: HtmlSseOptions): Promise<v
 
   // Close streams before the server stops accepting, so app.close() never waits on them.
   let withdrawn: Promise<void> | null = null
-  app.addHook('preClose', (done) => {
-    withdrawn ??= hub.close(drainMs)
-    done()
-  })
-  app.addHook('onClose', async () => {
+  // The plugin's use of the broker ends here too (presence taken back, delivery stopped), before
+  // any onClose hook: an app that closes its broker in one finds the plugin done with it.
+  const finish = async (): Promise<void> => {
     withdrawn ??= hub.close(drainMs)
     await withdrawn
-    registered.delete(app.server)
     await broker.unlisten(hub.deliver)
+  }
+  app.addHook('preClose', finish)
+  app.addHook('onClose', async () => {
+    await finish()
+    registered.delete(app.server)
     // What the plugin made, it closes; a broker you passed is yours to close (after the app).
     if (config.ownBroker) await broker.close()
   })
