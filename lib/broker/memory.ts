@@ -7,7 +7,6 @@ import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../errors.js'
 import { checkReplay } from '../validate.js'
 
 // The Redis and Postgres options check `replay` the same way.
-export { checkReplay }
 
 import type {
   Broker,

@@ -5,8 +5,9 @@
  * transaction commits. This file ties the parts together and publishes; each
  * concern has its own file: `options.ts`, `connection.ts` (ownership, deadlines),
  * `schema.ts` (the tables, the statements, the order), `reader.ts` (LISTEN, the
- * poll, pacing, gaps, retention), `replay.ts` (resume and the newest id),
- * `presence.ts` (who is there, per topic, across instances).
+ * poll, gaps, retention), `replay.ts` (the queries a resume asks),
+ * `presence.ts` (who is there, per topic, across instances). What it shares
+ * with the Redis broker is in `../log/`.
  *
  * A keyed event's key is a column of its row; it comes back on the event live,
  * from the window and from a range query alike (`eventOfRow`), and the hub
@@ -14,13 +15,14 @@
  * are rows like any other: no stream subscribes to them, the hubs read them.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID, FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED } from '../../errors.js'
-import { RecentWindow } from '../redis/window.js'
+import { checkName } from '../../validate.js'
+import { LogBroker, Once } from '../log/broker.js'
+import { Replays } from '../log/replays.js'
+import { unavailable } from '../log/timing.js'
+import { RecentWindow } from '../log/window.js'
 import type {
   Broker,
-  BrokerGapListener,
   BrokerLastIdOptions,
-  BrokerListener,
-  BrokerLogger,
   BrokerPublishOptions,
   BrokerReplay,
   Presence,
@@ -28,12 +30,12 @@ import type {
   TransactionClient
 } from '../types.js'
 import { compareIds } from '../types.js'
-import { Database, unavailable } from './connection.js'
+import { Database } from './connection.js'
 import type { PostgresBrokerLogger, PostgresBrokerOptions } from './options.js'
 import { resolveOptions } from './options.js'
 import { PresenceTable } from './presence.js'
 import { LogReader, LogState } from './reader.js'
-import { Replays } from './replay.js'
+import { TableQueries } from './replay.js'
 import { type Statements, statements } from './schema.js'
 
 /** The broker `postgresBroker` returns. */
@@ -45,21 +47,6 @@ export interface PostgresBroker extends Broker {
   sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
   /** A topic's presence across every instance sharing the table: one query. */
   presence(topic: string): Promise<Presence>
-}
-
-const processLogger: BrokerLogger = {
-  info() {},
-  warn(obj, msg) {
-    process.emitWarning(msg, { code: 'FST_HTML_SSE_POSTGRES', detail: describeLog(obj) })
-  },
-  error(obj, msg) {
-    process.emitWarning(msg, { code: 'FST_HTML_SSE_POSTGRES', detail: describeLog(obj) })
-  }
-}
-
-function describeLog(obj: object): string {
-  const err = (obj as { err?: unknown }).err
-  return err instanceof Error ? err.message : ''
 }
 
 const UNDEFINED_TABLE = '42P01'
@@ -78,49 +65,42 @@ function checkClient(transaction: TransactionClient | undefined): TransactionCli
   return transaction
 }
 
-class PostgresLogBroker implements PostgresBroker {
+class PostgresLogBroker extends LogBroker implements PostgresBroker {
   readonly transactional = true
   readonly #options: ReturnType<typeof resolveOptions>
   readonly #db: Database
   readonly #sql: Statements
   readonly #state = new LogState()
   readonly #reader: LogReader
+  readonly #queries: TableQueries
   readonly #replays: Replays
   readonly #presence: PresenceTable
-  #log: PostgresBrokerLogger
-  #ready: Promise<void> | null = null
-  #started: Promise<void> | null = null
+  /** The tables exist and the epoch is read: see `#setUp`. */
+  readonly #ready = new Once(() => this.#setUp())
   /** The newest id this instance published and committed itself. */
   #published: string | null = null
-  #closing: Promise<void> | null = null
 
   constructor(options: PostgresBrokerOptions) {
     const resolved = resolveOptions(options)
+    super(resolved.logger, 'FST_HTML_SSE_POSTGRES')
     this.#options = resolved
-    this.#log = resolved.logger ?? processLogger
-    const log = () => this.#log
     this.#db = new Database(resolved)
     this.#sql = statements(resolved)
     const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
-    this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, log)
-    this.#replays = new Replays(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
+    this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, this.listeners, this.log)
+    this.#queries = new TableQueries(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
+    this.#replays = new Replays(this.#queries)
     this.#presence = new PresenceTable(this.#db, this.#sql)
-  }
-
-  useLogger(logger: PostgresBrokerLogger): void {
-    if (this.#options.logger === undefined) this.#log = logger
   }
 
   async publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
     const transaction = checkClient(options?.transaction)
     const key = options?.key
-    if (key !== undefined && (typeof key !== 'string' || key.length === 0)) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('key', 'must be a non-empty string')
-    }
+    if (key !== undefined) checkName('key', key)
     if (key?.includes('\0')) {
       throw new FST_ERR_HTML_SSE_OPTION_INVALID('key', 'must not hold NUL (PostgreSQL text cannot store it)')
     }
-    await this.#setUp()
+    await this.#open()
     const values = [topic, body, this.#options.table, key ?? null]
     const reply = await this.#tableMissing(
       transaction === undefined
@@ -138,16 +118,15 @@ class PostgresLogBroker implements PostgresBroker {
   }
 
   async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
-    if (this.#closing !== null) throw unavailable('it is closed')
-    await this.#setUp()
+    await this.#open()
     return this.#replays.replay(topics, lastId)
   }
 
   async lastId(options?: BrokerLastIdOptions): Promise<string | null> {
-    if (this.#closing !== null) throw unavailable('it is closed')
+    this.checkOpen()
     const transaction = checkClient(options?.transaction)
-    await this.#setUp()
-    return transaction === undefined ? this.#replays.lastId(this.#published) : this.#replays.lastIdIn(transaction)
+    await this.#open()
+    return transaction === undefined ? this.#replays.lastId(this.#published) : this.#queries.lastIdIn(transaction)
   }
 
   async sharePresence(
@@ -155,43 +134,29 @@ class PostgresLogBroker implements PostgresBroker {
     shares: ReadonlyMap<string, PresenceShare | null>,
     ttlMs: number
   ): Promise<void> {
-    if (this.#closing !== null) throw unavailable('it is closed')
-    await this.#setUp()
+    await this.#open()
     await this.#tableMissing(this.#presence.share(instance, shares, ttlMs))
   }
 
   async presence(topic: string): Promise<Presence> {
-    if (this.#closing !== null) throw unavailable('it is closed')
-    await this.#setUp()
+    await this.#open()
     return this.#tableMissing(this.#presence.presence(topic))
   }
 
-  async listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void> {
-    if (this.#closing !== null) throw unavailable('it is closed')
-    if (this.#started === null) {
-      const started = this.#setUp().then(() => this.#reader.start())
-      this.#started = started
-      started.catch(() => {
-        if (this.#started === started) this.#started = null
-      })
-    }
-    await this.#started
-    this.#reader.add(listener, onGap)
+  protected async start(): Promise<void> {
+    await this.#open()
+    await this.#reader.start()
   }
 
-  unlisten(listener: BrokerListener): Promise<void> {
-    this.#reader.remove(listener)
-    return Promise.resolve()
-  }
-
-  close(): Promise<void> {
-    if (this.#closing === null) this.#closing = this.#shutdown()
-    return this.#closing
-  }
-
-  async #shutdown(): Promise<void> {
+  protected async shutdown(): Promise<void> {
     await this.#reader.stop()
     await this.#db.close()
+  }
+
+  /** Throws once closed; else resolves when the tables are set up. */
+  #open(): Promise<void> {
+    this.checkOpen()
+    return this.#ready.get()
   }
 
   /**
@@ -199,34 +164,24 @@ class PostgresLogBroker implements PostgresBroker {
    * adding what a table of an earlier version lacks: `key`, the presence
    * table); once, retried after a failure.
    */
-  #setUp(): Promise<void> {
-    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
-    if (this.#ready === null) {
-      const ready = (async () => {
-        type EpochRow = { epoch: string; keyed: boolean; shared: boolean } | undefined
-        let reply: { rows: readonly unknown[] }
-        try {
-          reply = await this.#db.query(this.#sql.epoch)
-        } catch (err) {
-          if ((err as { cause?: { code?: string } }).cause?.code !== UNDEFINED_TABLE) throw err
-          await this.#db.query(this.#sql.create)
-          reply = await this.#db.query(this.#sql.epoch)
-        }
-        const first = reply.rows[0] as EpochRow
-        if (first !== undefined && (!first.keyed || !first.shared)) {
-          await this.#db.query(this.#sql.create)
-          reply = await this.#db.query(this.#sql.epoch)
-        }
-        const epoch = Number((reply.rows[0] as EpochRow)?.epoch)
-        if (!Number.isSafeInteger(epoch)) throw unavailable(`${this.#options.table}_meta holds no epoch`)
-        this.#state.epoch = epoch
-      })()
-      this.#ready = ready
-      ready.catch(() => {
-        if (this.#ready === ready) this.#ready = null
-      })
+  async #setUp(): Promise<void> {
+    type EpochRow = { epoch: string; keyed: boolean; shared: boolean } | undefined
+    let reply: { rows: readonly unknown[] }
+    try {
+      reply = await this.#db.query(this.#sql.epoch)
+    } catch (err) {
+      if ((err as { cause?: { code?: string } }).cause?.code !== UNDEFINED_TABLE) throw err
+      await this.#db.query(this.#sql.create)
+      reply = await this.#db.query(this.#sql.epoch)
     }
-    return this.#ready
+    const first = reply.rows[0] as EpochRow
+    if (first !== undefined && (!first.keyed || !first.shared)) {
+      await this.#db.query(this.#sql.create)
+      reply = await this.#db.query(this.#sql.epoch)
+    }
+    const epoch = Number((reply.rows[0] as EpochRow)?.epoch)
+    if (!Number.isSafeInteger(epoch)) throw unavailable(`${this.#options.table}_meta holds no epoch`)
+    this.#state.epoch = epoch
   }
 
   /** A query that failed because the table is gone makes the next call create it again. */
@@ -234,7 +189,7 @@ class PostgresLogBroker implements PostgresBroker {
     try {
       return await query
     } catch (err) {
-      if ((err as { cause?: { code?: string } }).cause?.code === UNDEFINED_TABLE) this.#ready = null
+      if ((err as { cause?: { code?: string } }).cause?.code === UNDEFINED_TABLE) this.#ready.reset()
       throw err
     }
   }

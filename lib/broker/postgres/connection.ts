@@ -12,16 +12,9 @@
  * later.
  */
 import pg from 'pg'
-import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../../errors.js'
+import { unavailable, withDeadline } from '../log/timing.js'
 import type { TransactionClient } from '../types.js'
 import type { PgPool, PgPoolClient, PgResult, ResolvedOptions } from './options.js'
-
-/** The coded error every failed database operation rejects with. */
-export function unavailable(reason: string, cause?: unknown): Error {
-  const err = new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE(reason)
-  if (cause !== undefined) err.cause = cause
-  return err
-}
 
 /** A `pg.Client` as the listener uses it. */
 export interface ListenClient {
@@ -40,34 +33,16 @@ function destroySocket(client: unknown): void {
   stream?.destroy?.()
 }
 
-/** Runs `work` under a deadline; `onTimeout` runs once when it passes. */
+/** The coded error of a failed query: PostgreSQL's own is its cause. */
+function failed(err: Error): Error {
+  return (err as { code?: string }).code === 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
+    ? err
+    : unavailable(`PostgreSQL failed: ${err.message}`, err)
+}
+
+/** Runs `work` under a deadline of `ms`; `onTimeout` runs once when it passes. */
 export function bounded<T>(work: Promise<T>, ms: number, what: () => string, onTimeout?: () => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let settled = false
-    const timer = setTimeout(() => {
-      settled = true
-      reject(unavailable(what()))
-      onTimeout?.()
-    }, ms)
-    work.then(
-      (value) => {
-        if (settled) return
-        settled = true
-        clearTimeout(timer)
-        resolve(value)
-      },
-      (err: Error) => {
-        if (settled) return
-        settled = true
-        clearTimeout(timer)
-        reject(
-          (err as { code?: string }).code === 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
-            ? err
-            : unavailable(`PostgreSQL failed: ${err.message}`, err)
-        )
-      }
-    )
-  })
+  return withDeadline(() => work, ms, what, failed, onTimeout)
 }
 
 /** The database side of one broker. */
@@ -149,18 +124,12 @@ export class Database {
   /** One query on the app's client (inside its transaction), bounded by `commandTimeoutMs`; the client stays the app's. */
   inTransaction(client: TransactionClient, text: string, values: unknown[]): Promise<PgResult> {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
-    let work: Promise<PgResult>
-    try {
-      work = Promise.resolve(
-        (client.query as unknown as (t: string, v: unknown[]) => Promise<PgResult>).call(client, text, values)
-      )
-    } catch (err) {
-      work = Promise.reject(err)
-    }
-    return bounded(
-      work,
-      this.#options.commandTimeoutMs,
-      () => `PostgreSQL did not answer within ${this.#options.commandTimeoutMs} ms on the transaction's client`
+    const ms = this.#options.commandTimeoutMs
+    return withDeadline(
+      () => (client.query as unknown as (t: string, v: unknown[]) => Promise<PgResult>).call(client, text, values),
+      ms,
+      () => `PostgreSQL did not answer within ${ms} ms on the transaction's client`,
+      failed
     )
   }
 

@@ -3,7 +3,7 @@
  * part of a node-postgres (`pg`) pool the broker uses, typed structurally.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import { checkReplay } from '../memory.js'
+import { type LogOptions, optionalMs, resolveLogOptions } from '../log/options.js'
 import type { BrokerLogger } from '../types.js'
 
 /** What a query answers: its rows. */
@@ -97,7 +97,7 @@ export interface PostgresBrokerOptions {
 }
 
 /** The options after defaults. */
-export interface ResolvedOptions {
+export interface ResolvedOptions extends LogOptions {
   readonly pool: PgPool | undefined
   readonly connectionString: string
   /** The table as given (the notification channel), and each part quoted for SQL. */
@@ -109,23 +109,12 @@ export interface ResolvedOptions {
     readonly at: string
     readonly presence: string
   }
-  readonly replay: number
-  readonly retentionMs: number
-  readonly commandTimeoutMs: number
   readonly pollMs: number
-  readonly logger: PostgresBrokerLogger | undefined
   /** Where the database is, for messages: `host:port/db`, never credentials. */
   readonly target: string
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
-
-function checkMs(o: Record<string, unknown>, name: string, min: number, max: number): void {
-  const v = o[name]
-  if (v !== undefined && (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max)) {
-    throw new FST_ERR_HTML_SSE_OPTION_INVALID(name, `must be an integer from ${min} to ${max}, got ${String(v)}`)
-  }
-}
 
 /** `host:port/database` of a connection string, never its credentials. */
 export function describeConnection(url: string): string {
@@ -168,15 +157,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       `must be a name or schema.name of letters, digits and _ (at most 48 each), got ${JSON.stringify(table)}`
     )
   }
-  checkMs(o, 'commandTimeoutMs', 1, 600_000)
-  checkMs(o, 'retentionMs', 1000, 2 ** 31 - 1)
-  checkMs(o, 'pollMs', 10, 600_000)
-  if (o.logger !== undefined) {
-    const l = o.logger as Record<string, unknown> | null
-    if (l === null || typeof l !== 'object' || ['info', 'warn', 'error'].some((m) => typeof l[m] !== 'function')) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('logger', 'must have info(), warn() and error() methods')
-    }
-  }
+  const shared = resolveLogOptions(o, 1000)
+  const pollMs = optionalMs(o, 'pollMs', 10, 600_000, 1000)
   const pool = o.pool as PgPool | undefined
   const connectionString =
     (o.connectionString as string | undefined) ?? process.env.DATABASE_URL ?? 'postgres://localhost:5432/postgres'
@@ -191,11 +173,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       at: `"${parts.at(-1)}_at"`,
       presence: quoted(parts, '_presence')
     },
-    replay: checkReplay(o.replay ?? 1000),
-    retentionMs: (o.retentionMs as number | undefined) ?? 60_000,
-    commandTimeoutMs: (o.commandTimeoutMs as number | undefined) ?? 5000,
-    pollMs: (o.pollMs as number | undefined) ?? 1000,
-    logger: o.logger as PostgresBrokerLogger | undefined,
+    ...shared,
+    pollMs,
     target: pool === undefined ? describeConnection(connectionString) : 'the given pool'
   }
 }

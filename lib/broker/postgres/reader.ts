@@ -13,8 +13,10 @@
  * goes on after it. The reader also runs retention now and then.
  */
 
-import type { RecentWindow } from '../redis/window.js'
-import type { BrokerEvent, BrokerGapListener, BrokerListener } from '../types.js'
+import type { Listeners } from '../log/listeners.js'
+import { Pauses, retryDelay } from '../log/timing.js'
+import type { RecentWindow } from '../log/window.js'
+import type { BrokerEvent } from '../types.js'
 import { withId } from '../types.js'
 import type { Database, ListenClient } from './connection.js'
 import { bounded } from './connection.js'
@@ -23,13 +25,6 @@ import type { Statements } from './schema.js'
 
 /** At most this many events per read. */
 export const BATCH = 1000
-/** Events delivered without yielding to I/O at most, even when every socket keeps up. */
-const YIELD_EVERY = 64
-const RETRY_BASE_MS = 50
-const RETRY_MAX_MS = 2000
-
-const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
-
 /** Whether PostgreSQL answered with an error (the statement failed, the connection is fine). */
 function answered(err: unknown): boolean {
   return (err as { cause?: { severity?: unknown } }).cause?.severity === 'ERROR'
@@ -83,10 +78,10 @@ export class LogReader {
   readonly #state: LogState
   readonly #window: RecentWindow
   readonly #log: () => PostgresBrokerLogger
-  readonly #listeners = new Map<BrokerListener, BrokerGapListener | undefined>()
+  readonly #listeners: Listeners
+  readonly #pauses = new Pauses()
   #client: ListenClient | null = null
   #loop: Promise<void> | null = null
-  #wake: (() => void) | null = null
   /** The sequence number of the last event delivered (or skipped past). */
   #seq = 0
   /** A notification (or a full batch) says there is more to read now. */
@@ -106,6 +101,7 @@ export class LogReader {
     sql: Statements,
     state: LogState,
     window: RecentWindow,
+    listeners: Listeners,
     log: () => PostgresBrokerLogger
   ) {
     this.#db = db
@@ -113,6 +109,7 @@ export class LogReader {
     this.#sql = sql
     this.#state = state
     this.#window = window
+    this.#listeners = listeners
     this.#log = log
   }
 
@@ -133,14 +130,6 @@ export class LogReader {
       !this.#dirty &&
       performance.now() - this.#lastRead < this.#options.pollMs + this.#options.commandTimeoutMs
     )
-  }
-
-  add(listener: BrokerListener, onGap: BrokerGapListener | undefined): void {
-    this.#listeners.set(listener, onGap)
-  }
-
-  remove(listener: BrokerListener): void {
-    this.#listeners.delete(listener)
   }
 
   /** Connects, takes the head as the starting position, fills the window and starts the loop. */
@@ -167,7 +156,7 @@ export class LogReader {
   async stop(): Promise<void> {
     this.#stopped = true
     this.#listeners.clear()
-    this.#wake?.()
+    this.#pauses.wake()
     if (this.#client !== null) this.#db.drop(this.#client)
     this.#client = null
     await this.#loop
@@ -207,7 +196,7 @@ export class LogReader {
 
   #poke(): void {
     this.#dirty = true
-    this.#wake?.()
+    this.#pauses.wake()
   }
 
   /** The listening connection failed: drop it; the loop reconnects. */
@@ -215,7 +204,7 @@ export class LogReader {
     if (this.#client === client) this.#client = null
     this.#db.drop(client)
     this.#down(err)
-    this.#wake?.()
+    this.#pauses.wake()
   }
 
   async #run(): Promise<void> {
@@ -232,11 +221,11 @@ export class LogReader {
           this.#dirty = true
         } catch (err) {
           this.#down(err as Error)
-          await this.#pause(Math.min(RETRY_BASE_MS * 2 ** this.#failures++, RETRY_MAX_MS))
+          await this.#pauses.pause(retryDelay(this.#failures++))
           continue
         }
       }
-      if (!this.#dirty) await this.#pause(this.#options.pollMs)
+      if (!this.#dirty) await this.#pauses.pause(this.#options.pollMs)
       if (this.#stopped || this.#client !== client) continue
       this.#dirty = false
       let rows: ReadRow[]
@@ -253,7 +242,7 @@ export class LogReader {
         if (this.#refusals++ === 0) {
           this.#log().error({ err }, `fastify-html-sse: reading the PostgreSQL table ${this.#options.table} failed`)
         }
-        await this.#pause(Math.min(RETRY_BASE_MS * 2 ** this.#refusals, RETRY_MAX_MS))
+        await this.#pauses.pause(retryDelay(this.#refusals))
         this.#dirty = true
         continue
       }
@@ -312,36 +301,21 @@ export class LogReader {
       { from, head: at },
       `fastify-html-sse: retention removed events of ${this.#options.table} this instance had not delivered (it fell more than retentionMs behind); its streams get a reset`
     )
-    for (const onGap of this.#listeners.values()) {
-      try {
-        onGap?.(at)
-      } catch (err) {
-        this.#log().error({ err }, 'fastify-html-sse: a broker gap listener threw')
-      }
-    }
+    this.#listeners.gap(at)
   }
 
   /** Hands each event to every listener, yielding to I/O whenever a socket is full. */
-  async #deliver(rows: ReadRow[]): Promise<void> {
-    let sinceYield = 0
-    for (const row of rows) {
-      if (this.#stopped) return
-      this.#seq = Number(row.id)
-      const event = eventOfRow(this.#state, row as EventRow)
-      this.#window.push(event)
-      let flowing = true
-      for (const listener of this.#listeners.keys()) {
-        try {
-          if (listener(event) === false) flowing = false
-        } catch (err) {
-          this.#log().error({ err }, 'fastify-html-sse: a broker listener threw')
-        }
-      }
-      if (!flowing || ++sinceYield >= YIELD_EVERY) {
-        sinceYield = 0
-        await tick()
-      }
-    }
+  #deliver(rows: ReadRow[]): Promise<void> {
+    return this.#listeners.deliver(
+      rows,
+      (row) => {
+        this.#seq = Number(row.id)
+        const event = eventOfRow(this.#state, row as EventRow)
+        this.#window.push(event)
+        return event
+      },
+      () => this.#stopped
+    )
   }
 
   /** Removes events older than `retentionMs`, every quarter of it (1 s to 30 s), on a pool connection. */
@@ -377,18 +351,5 @@ export class LogReader {
       { downMs },
       `fastify-html-sse: reconnected to PostgreSQL at ${this.#options.target} after ${downMs} ms`
     )
-  }
-
-  /** Resolves after `ms`, or at once when woken (a notification, a lost connection, stop). */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        if (this.#wake === done) this.#wake = null
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.#wake = done
-    })
   }
 }

@@ -4,9 +4,11 @@
  * in the same order and a browser may resume on any instance. This file ties
  * the parts together and publishes; each concern has its own file:
  * `options.ts`, `connection.ts` (ownership, health, command timeouts),
- * `reader.ts` (read loop, pacing, gap detection), `replay.ts` (resume and the
- * newest id), `window.ts` (recent events in memory), `reply.ts` (decoding),
- * `presence.ts` (who is there, per topic, across instances).
+ * `reader.ts` (read loop, gap detection), `replay.ts` (the queries a resume
+ * asks), `reply.ts` (decoding), `presence.ts` (who is there, per topic, across
+ * instances). What it shares with the PostgreSQL broker is in `../log/`: the
+ * lifecycle, the listeners and their pacing, the recent window, the resume
+ * decisions, deadlines and backoff.
  *
  * An entry holds the topic (`t`), the frame's body (`b`) and, for a keyed
  * event, its key (`k`); the key comes back on the event live, from the window
@@ -14,26 +16,20 @@
  * replay. Control entries (`disconnect()`) are entries of the topic '' and
  * travel the same way.
  */
-import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import type {
-  Broker,
-  BrokerGapListener,
-  BrokerListener,
-  BrokerLogger,
-  BrokerPublishOptions,
-  BrokerReplay,
-  Presence,
-  PresenceShare
-} from '../types.js'
+import { checkName } from '../../validate.js'
+import { LogBroker } from '../log/broker.js'
+import { Replays } from '../log/replays.js'
+import { unavailable } from '../log/timing.js'
+import { RecentWindow } from '../log/window.js'
+import type { Broker, BrokerPublishOptions, BrokerReplay, Presence, PresenceShare } from '../types.js'
 import { compareIds } from '../types.js'
-import { Connections, unavailable } from './connection.js'
+import { Connections } from './connection.js'
 import type { RedisBrokerLogger, RedisBrokerOptions } from './options.js'
 import { resolveOptions } from './options.js'
 import { PresenceStore } from './presence.js'
 import { StreamReader } from './reader.js'
-import { Replays } from './replay.js'
+import { StreamQueries } from './replay.js'
 import { text } from './reply.js'
-import { RecentWindow } from './window.js'
 
 /** The broker `redisBroker` returns. */
 export interface RedisBroker extends Broker {
@@ -45,54 +41,29 @@ export interface RedisBroker extends Broker {
   presence(topic: string): Promise<Presence>
 }
 
-const processLogger: BrokerLogger = {
-  info() {},
-  warn(obj, msg) {
-    process.emitWarning(msg, { code: 'FST_HTML_SSE_REDIS', detail: describeLog(obj) })
-  },
-  error(obj, msg) {
-    process.emitWarning(msg, { code: 'FST_HTML_SSE_REDIS', detail: describeLog(obj) })
-  }
-}
-
-function describeLog(obj: object): string {
-  const err = (obj as { err?: unknown }).err
-  return err instanceof Error ? err.message : ''
-}
-
-class RedisStreamBroker implements RedisBroker {
+class RedisStreamBroker extends LogBroker implements RedisBroker {
   readonly #options: ReturnType<typeof resolveOptions>
   readonly #conns: Connections
   readonly #reader: StreamReader
   readonly #replays: Replays
   readonly #presence: PresenceStore
-  #log: RedisBrokerLogger
-  #started: Promise<void> | null = null
   /** The newest id this instance published: with the reader's position, where trimming is measured from. */
   #published = '0-0'
-  #closing: Promise<void> | null = null
 
   constructor(options: RedisBrokerOptions) {
     const resolved = resolveOptions(options)
+    super(resolved.logger, 'FST_HTML_SSE_REDIS')
     this.#options = resolved
-    this.#log = resolved.logger ?? processLogger
-    const log = () => this.#log
-    this.#conns = new Connections(resolved, log)
+    this.#conns = new Connections(resolved, this.log)
     const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
-    this.#reader = new StreamReader(this.#conns, resolved, window, log)
-    this.#replays = new Replays(this.#conns, this.#reader, window, resolved)
+    this.#reader = new StreamReader(this.#conns, resolved, window, this.listeners, this.log)
+    this.#replays = new Replays(new StreamQueries(this.#conns, this.#reader, window, resolved))
     this.#presence = new PresenceStore(this.#conns, resolved)
-  }
-
-  useLogger(logger: RedisBrokerLogger): void {
-    if (this.#options.logger === undefined) this.#log = logger
   }
 
   async publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
     const key = options?.key
-    if (key !== undefined && (typeof key !== 'string' || key.length === 0)) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('key', 'must be a non-empty string')
-    }
+    if (key !== undefined) checkName('key', key)
     const client = await this.#conns.commands()
     const args = ['XADD', this.#options.key]
     const newest = compareIds(this.#published, this.#reader.position) >= 0 ? this.#published : this.#reader.position
@@ -108,51 +79,36 @@ class RedisStreamBroker implements RedisBroker {
     return id
   }
 
-  replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
-    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
+  async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
+    this.checkOpen()
     return this.#replays.replay(topics, lastId)
   }
 
-  lastId(): Promise<string | null> {
-    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
+  async lastId(): Promise<string | null> {
+    this.checkOpen()
     return this.#replays.lastId(this.#published)
   }
 
-  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void> {
-    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
+  async sharePresence(
+    instance: string,
+    shares: ReadonlyMap<string, PresenceShare | null>,
+    ttlMs: number
+  ): Promise<void> {
+    this.checkOpen()
     return this.#presence.share(instance, shares, ttlMs)
   }
 
-  presence(topic: string): Promise<Presence> {
-    if (this.#closing !== null) return Promise.reject(unavailable('it is closed'))
+  async presence(topic: string): Promise<Presence> {
+    this.checkOpen()
     return this.#presence.presence(topic)
   }
 
-  async listen(listener: BrokerListener, onGap?: BrokerGapListener): Promise<void> {
-    if (this.#closing !== null) throw unavailable('it is closed')
-    if (this.#started === null) {
-      // The command connection is made now too, so publishing never waits on a first connect.
-      const started = Promise.all([this.#reader.start(), this.#conns.commands()]).then(() => {})
-      this.#started = started
-      started.catch(() => {
-        if (this.#started === started) this.#started = null
-      })
-    }
-    await this.#started
-    this.#reader.add(listener, onGap)
+  /** The command connection is made now too, so publishing never waits on a first connect. */
+  protected async start(): Promise<void> {
+    await Promise.all([this.#reader.start(), this.#conns.commands()])
   }
 
-  unlisten(listener: BrokerListener): Promise<void> {
-    this.#reader.remove(listener)
-    return Promise.resolve()
-  }
-
-  close(): Promise<void> {
-    if (this.#closing === null) this.#closing = this.#shutdown()
-    return this.#closing
-  }
-
-  async #shutdown(): Promise<void> {
+  protected async shutdown(): Promise<void> {
     await this.#reader.stop()
     await this.#conns.close()
   }

@@ -15,29 +15,14 @@
  * reply.
  */
 import { createClient } from 'redis'
-import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../../errors.js'
+import { retryDelay, unavailable, withDeadline } from '../log/timing.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
-
-const RECONNECT_BASE_MS = 50
-const RECONNECT_MAX_MS = 2000
-
-/** The coded error every failed Redis operation rejects with. */
-export function unavailable(reason: string, cause?: unknown): Error {
-  const err = new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE(reason)
-  if (cause !== undefined) err.cause = cause
-  return err
-}
 
 /** The first failed reply of a pipeline that failed as a whole (node-redis's MultiErrorReply), else `err`. */
 function firstError(err: unknown): unknown {
   const { replies, errorIndexes } = err as { replies?: unknown[]; errorIndexes?: number[] }
   const first = Array.isArray(replies) && Array.isArray(errorIndexes) ? replies[errorIndexes[0] as number] : undefined
   return first instanceof Error ? first : err
-}
-
-/** Waits before the next attempt: 50 ms doubling up to 2 s, with jitter so instances do not reconnect in step. */
-function backoff(retries: number): number {
-  return Math.min(RECONNECT_BASE_MS * 2 ** retries, RECONNECT_MAX_MS) + Math.floor(Math.random() * RECONNECT_BASE_MS)
 }
 
 /** The connections of one broker. */
@@ -121,34 +106,13 @@ export class Connections {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
     const ms = this.#options.commandTimeoutMs
     const target = this.#options.target
-    return new Promise((resolve, reject) => {
-      let settled = false
-      const timer = setTimeout(() => {
-        settled = true
-        reject(unavailable(`Redis at ${target} did not answer ${what} within ${ms} ms`))
-        this.#timedOut(client)
-      }, ms)
-      let sent: Promise<unknown>
-      try {
-        sent = run(ms)
-      } catch (err) {
-        sent = Promise.reject(err)
-      }
-      sent.then(
-        (value) => {
-          if (settled) return
-          settled = true
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (err: Error) => {
-          if (settled) return
-          settled = true
-          clearTimeout(timer)
-          reject(unavailable(`Redis at ${target} failed: ${err.message}`, err))
-        }
-      )
-    })
+    return withDeadline(
+      () => run(ms),
+      ms,
+      () => `Redis at ${target} did not answer ${what} within ${ms} ms`,
+      (err) => unavailable(`Redis at ${target} failed: ${err.message}`, err),
+      () => this.#timedOut(client)
+    )
   }
 
   /** Resolves when `client` is ready for commands again, or the broker closes. */
@@ -211,7 +175,7 @@ export class Connections {
     const socket = {
       // Fail fast on the first connection (the app's start fails with a clear
       // error), then retry for as long as it takes.
-      reconnectStrategy: (retries: number) => (everReady ? backoff(retries) : false),
+      reconnectStrategy: (retries: number) => (everReady ? retryDelay(retries, true) : false),
       ...(reader ? { socketTimeout: this.#options.blockMs + this.#options.commandTimeoutMs } : {})
     }
     const given = this.#options.client

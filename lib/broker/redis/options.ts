@@ -3,7 +3,7 @@
  * of a node-redis client the broker uses.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import { checkReplay } from '../memory.js'
+import { type LogOptions, optionalMs, resolveLogOptions } from '../log/options.js'
 import type { BrokerLogger } from '../types.js'
 
 /**
@@ -100,27 +100,16 @@ export interface RedisBrokerOptions {
 }
 
 /** The options after defaults. */
-export interface ResolvedOptions {
+export interface ResolvedOptions extends LogOptions {
   readonly url: string | undefined
   readonly client: RedisClient | undefined
   /** What every key of the broker starts with. */
   readonly prefix: string
   /** The stream: `<prefix>log`. */
   readonly key: string
-  readonly replay: number
-  readonly retentionMs: number
-  readonly commandTimeoutMs: number
   readonly blockMs: number
-  readonly logger: RedisBrokerLogger | undefined
   /** Where Redis is, for messages: `host:port`, never credentials. */
   readonly target: string
-}
-
-function checkMs(o: Record<string, unknown>, name: string, min: number, max: number): void {
-  const v = o[name]
-  if (v !== undefined && (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max)) {
-    throw new FST_ERR_HTML_SSE_OPTION_INVALID(name, `must be an integer from ${min} to ${max}, got ${String(v)}`)
-  }
 }
 
 /** `host:port` of a Redis URL, never its credentials. */
@@ -164,15 +153,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID('prefix', 'must be a string')
   }
   // XREAD BLOCK 0 would wait forever: the reader's dead-socket timeout needs a bound.
-  checkMs(o, 'blockMs', 1, 600_000)
-  checkMs(o, 'commandTimeoutMs', 1, 600_000)
-  checkMs(o, 'retentionMs', 1, 2 ** 31 - 1)
-  if (o.logger !== undefined) {
-    const l = o.logger as Record<string, unknown> | null
-    if (l === null || typeof l !== 'object' || ['info', 'warn', 'error'].some((m) => typeof l[m] !== 'function')) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('logger', 'must have info(), warn() and error() methods')
-    }
-  }
+  const blockMs = optionalMs(o, 'blockMs', 1, 600_000, 5000)
+  const shared = resolveLogOptions(o, 1)
   const client = o.client as RedisClient | undefined
   const url = o.url as string | undefined
   const prefix = (o.prefix as string | undefined) ?? 'fastify-html-sse:'
@@ -181,11 +163,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     client,
     prefix,
     key: `${prefix}log`,
-    replay: checkReplay(o.replay ?? 1000),
-    retentionMs: (o.retentionMs as number | undefined) ?? 60_000,
-    commandTimeoutMs: (o.commandTimeoutMs as number | undefined) ?? 5000,
-    blockMs: (o.blockMs as number | undefined) ?? 5000,
-    logger: o.logger as RedisBrokerLogger | undefined,
+    ...shared,
+    blockMs,
     target: client === undefined ? describeUrl(url) : 'the given client'
   }
 }

@@ -16,14 +16,14 @@
  * after its position were removed, it tells its listeners' `onGap` the head
  * (`last-generated-id`), forgets the recent window and goes on after the head.
  */
-import type { BrokerGapListener, BrokerListener } from '../types.js'
+import type { Listeners } from '../log/listeners.js'
+import { Pauses, retryDelay, unavailable } from '../log/timing.js'
+import type { RecentWindow } from '../log/window.js'
 import { compareIds } from '../types.js'
 import type { Connections } from './connection.js'
-import { unavailable } from './connection.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
 import type { Entry, StreamInfo } from './reply.js'
 import { entriesOf, entriesOfRead, eventOf, streamInfoOf } from './reply.js'
-import type { RecentWindow } from './window.js'
 
 /** The answer to an `XINFO STREAM` command, decoded; null when the key does not exist. */
 export async function streamInfo(command: Promise<unknown>): Promise<StreamInfo | null> {
@@ -44,17 +44,11 @@ export async function streamInfo(command: Promise<unknown>): Promise<StreamInfo 
 
 /** At most this many entries per `XREAD`. */
 export const BATCH = 1000
-/** Events delivered without yielding to I/O at most, even when every socket keeps up. */
-const YIELD_EVERY = 64
-const RETRY_BASE_MS = 50
-const RETRY_MAX_MS = 2000
 
 /** The milliseconds part of an id. */
 function msOf(id: string): number {
   return Number(id.slice(0, id.indexOf('-')))
 }
-
-const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
 
 /** One reader per broker, started by the first `listen`. */
 export class StreamReader {
@@ -62,8 +56,8 @@ export class StreamReader {
   readonly #options: ResolvedOptions
   readonly #window: RecentWindow
   readonly #log: () => RedisBrokerLogger
-  readonly #listeners = new Map<BrokerListener, BrokerGapListener | undefined>()
-  readonly #wakers = new Set<() => void>()
+  readonly #listeners: Listeners
+  readonly #pauses = new Pauses()
   #client: RedisClient | null = null
   #loop: Promise<void> | null = null
   /** The id of the last entry delivered (or skipped past): the next XREAD starts after it. */
@@ -80,10 +74,17 @@ export class StreamReader {
   #full = false
   #stopped = false
 
-  constructor(conns: Connections, options: ResolvedOptions, window: RecentWindow, log: () => RedisBrokerLogger) {
+  constructor(
+    conns: Connections,
+    options: ResolvedOptions,
+    window: RecentWindow,
+    listeners: Listeners,
+    log: () => RedisBrokerLogger
+  ) {
     this.#conns = conns
     this.#options = options
     this.#window = window
+    this.#listeners = listeners
     this.#log = log
   }
 
@@ -112,14 +113,6 @@ export class StreamReader {
     )
   }
 
-  add(listener: BrokerListener, onGap: BrokerGapListener | undefined): void {
-    this.#listeners.set(listener, onGap)
-  }
-
-  remove(listener: BrokerListener): void {
-    this.#listeners.delete(listener)
-  }
-
   /** Connects, takes the head as the starting position and starts the loop. */
   async start(): Promise<void> {
     const client = await this.#conns.reader()
@@ -135,7 +128,7 @@ export class StreamReader {
     }
     client.on('ready', () => {
       this.#reconnected = true
-      this.#wake()
+      this.#pauses.wake()
     })
     this.#client = client
     this.#loop = this.#run(client)
@@ -168,7 +161,7 @@ export class StreamReader {
   async stop(): Promise<void> {
     this.#stopped = true
     this.#listeners.clear()
-    this.#wake()
+    this.#pauses.wake()
     // The reader is blocked in XREAD: only dropping its socket ends that at once.
     if (this.#client !== null) this.#conns.drop(this.#client)
     await this.#loop
@@ -217,7 +210,7 @@ export class StreamReader {
         if (failures++ === 0) {
           this.#log().error({ err }, `fastify-html-sse: reading the Redis stream ${this.#options.key} failed`)
         }
-        await this.#pause(Math.min(RETRY_BASE_MS * 2 ** failures, RETRY_MAX_MS))
+        await this.#pauses.pause(retryDelay(failures))
       }
     }
   }
@@ -251,13 +244,7 @@ export class StreamReader {
     this.#window.clear()
     this.#position = head
     this.#seq = info.entriesAdded
-    for (const onGap of this.#listeners.values()) {
-      try {
-        onGap?.(head)
-      } catch (err) {
-        this.#log().error({ err }, 'fastify-html-sse: a broker gap listener threw')
-      }
-    }
+    this.#listeners.gap(head)
     return true
   }
 
@@ -313,45 +300,17 @@ export class StreamReader {
   }
 
   /** Hands each entry to every listener, yielding to I/O whenever a socket is full. */
-  async #deliver(entries: Entry[]): Promise<void> {
-    let sinceYield = 0
-    for (const [id, fields] of entries) {
-      if (this.#stopped) return
-      this.#position = id
-      this.#seq++
-      const event = eventOf(id, fields)
-      if (event === undefined) continue
-      this.#window.push(event)
-      let flowing = true
-      for (const listener of this.#listeners.keys()) {
-        try {
-          if (listener(event) === false) flowing = false
-        } catch (err) {
-          this.#log().error({ err }, 'fastify-html-sse: a broker listener threw')
-        }
-      }
-      if (!flowing || ++sinceYield >= YIELD_EVERY) {
-        sinceYield = 0
-        await tick()
-      }
-    }
-  }
-
-  #wake(): void {
-    for (const wake of this.#wakers) wake()
-    this.#wakers.clear()
-  }
-
-  /** Resolves after `ms`, or at once when woken (stop, reconnect). */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.#wakers.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.#wakers.add(done)
-    })
+  #deliver(entries: Entry[]): Promise<void> {
+    return this.#listeners.deliver(
+      entries,
+      ([id, fields]) => {
+        this.#position = id
+        this.#seq++
+        const event = eventOf(id, fields)
+        if (event !== undefined) this.#window.push(event)
+        return event
+      },
+      () => this.#stopped
+    )
   }
 }
