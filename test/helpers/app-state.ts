@@ -6,12 +6,12 @@
  * this file starts one instance, tells its parent its base URL over IPC and
  * serves until it is killed.
  */
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { type RedisBrokerOptions, redisBroker } from '../../lib/broker/redis.js'
 import { type LogLine, makeApp } from './app.js'
+import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
 /** Broker options besides where Redis is. */
@@ -57,18 +57,7 @@ export interface StateChild {
  * ts-node ESM loader tap uses, so the child runs the source under test.
  */
 export async function stateChild(t: Test, url: string, prefix: string): Promise<StateChild> {
-  const child = spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'child', url, prefix],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+  const child = sourceChild(new URL(import.meta.url), ['child', url, prefix])
   const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const running = () => child.exitCode === null && child.signalCode === null
   t.teardown(() => {

@@ -5,7 +5,7 @@
  * wired to it; app-state instances (streams with a member), in this process or
  * in a child process to SIGKILL; a pool that records the queries it runs.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -19,6 +19,7 @@ import {
 } from '../../lib/broker/postgres.js'
 import htmlSse from '../../lib/index.js'
 import { type LogLine, makeApp } from './app.js'
+import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
 /** The server the tests use; each file makes and drops a database of its own on it. */
@@ -183,18 +184,7 @@ export async function pgStateChild(
   url: string,
   table: string
 ): Promise<{ base: string; kill(): Promise<void> }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'state', url, table],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+  const child = sourceChild(new URL(import.meta.url), ['state', url, table])
   const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const running = () => child.exitCode === null && child.signalCode === null
   t.teardown(() => {
@@ -264,18 +254,7 @@ export async function inTransaction<T>(
  * killed: it says `written` once its INSERT and publish are done, before COMMIT.
  */
 export function killableWriter(url: string, table: string): ChildProcess {
-  return spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'writer', url, table],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+  return sourceChild(new URL(import.meta.url), ['writer', url, table])
 }
 
 async function runWriter(url: string, table: string): Promise<void> {
