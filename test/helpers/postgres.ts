@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Test } from 'tap'
+import { inTransaction as transaction } from '../../example/notes.js'
 import {
   type PgPool,
   type PostgresBroker,
@@ -229,24 +230,27 @@ export function recordingPool(t: Test, url: string): { pool: PgPool; texts: stri
   return { pool, texts }
 }
 
-/** Runs `work` in a transaction on a client of `pool`: COMMIT, or ROLLBACK when `rollback` or when it throws. */
+/**
+ * Runs `work` in a transaction on a client of `pool`, with the example's
+ * `inTransaction`: COMMIT, or ROLLBACK when `rollback` or when it throws.
+ */
 export async function inTransaction<T>(
   pool: pg.Pool,
   work: (client: pg.PoolClient) => Promise<T>,
   { rollback = false, isolation = 'READ COMMITTED' }: { rollback?: boolean; isolation?: string } = {}
 ): Promise<T> {
-  const client = await pool.connect()
-  try {
-    await client.query(`BEGIN ISOLATION LEVEL ${isolation}`)
-    const result = await work(client)
-    await client.query(rollback ? 'ROLLBACK' : 'COMMIT')
-    return result
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw err
-  } finally {
-    client.release()
-  }
+  const begin = `BEGIN ISOLATION LEVEL ${isolation}`
+  if (!rollback) return transaction<pg.PoolClient, T>(pool, begin, work)
+  // What makes the example's helper roll back: a throw, once `work` has its result.
+  const rolledBack = new Error('rolled back on purpose')
+  let result: { value: T } | undefined
+  await transaction<pg.PoolClient, void>(pool, begin, async (client) => {
+    result = { value: await work(client) }
+    throw rolledBack
+  }).catch((err: unknown) => {
+    if (err !== rolledBack) throw err
+  })
+  return (result as { value: T }).value
 }
 
 /**
