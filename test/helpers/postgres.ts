@@ -2,8 +2,9 @@
  * PostgreSQL for tests: a database of its own per test file on the server of
  * `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test), dropped at
  * teardown; a TCP proxy in front of it that the test can stop; an app instance
- * wired to it; app-state instances (streams with a member), in this process or
- * in a child process to SIGKILL; a pool that records the queries it runs.
+ * wired to it; a pool that records the queries it runs; transactions; a
+ * writer in a child process to SIGKILL inside its transaction. App-state
+ * instances on Postgres are those of `app-state.ts`.
  */
 import type { ChildProcess } from 'node:child_process'
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
@@ -19,7 +20,6 @@ import {
   postgresBroker
 } from '../../lib/broker/postgres.js'
 import htmlSse from '../../lib/index.js'
-import { type LogLine, makeApp } from './app.js'
 import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
@@ -146,67 +146,6 @@ export async function pgApp(
   return { app, base, broker }
 }
 
-/** Broker options of an app-state instance besides where the table is. */
-export type PgStateOptions = Omit<PostgresBrokerOptions, 'table' | 'logger' | 'connectionString'>
-
-/**
- * An app on the Postgres broker with `GET /events?topics=a,b&member=m`: a
- * stream of those topics (default `room`) that belongs to `member` when given.
- * Listens on a free loopback port.
- */
-export async function pgStateApp(
-  url: string,
-  table: string,
-  options: PgStateOptions = {}
-): Promise<{ app: FastifyInstance; base: string; logs: LogLine[]; broker: PostgresBroker }> {
-  const broker = postgresBroker(
-    options.pool === undefined ? { connectionString: url, table, ...options } : { table, ...options }
-  )
-  const { app, logs } = await makeApp({ broker })
-  app.addHook('onClose', () => broker.close())
-  app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
-    const { topics = 'room', member } = req.query
-    reply.sse({ topics: topics.split(','), member })
-  })
-  const base = await listen(app)
-  return { app, base, logs, broker }
-}
-
-/** `pgStateApp`, closed when `t` ends. */
-export async function pgStateInstance(t: Test, url: string, table: string, options: PgStateOptions = {}) {
-  const instance = await pgStateApp(url, table, options)
-  t.teardown(() => instance.app.close())
-  return instance
-}
-
-/** `pgStateApp` in a child process: SIGKILL leaves its presence rows behind. */
-export async function pgStateChild(
-  t: Test,
-  url: string,
-  table: string
-): Promise<{ base: string; kill(): Promise<void> }> {
-  const child = sourceChild(new URL(import.meta.url), ['state', url, table])
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const running = () => child.exitCode === null && child.signalCode === null
-  t.teardown(() => {
-    if (running()) child.kill('SIGKILL')
-  })
-  const base = await new Promise<string>((resolve, reject) => {
-    child.once('message', (message: { base?: string }) => {
-      if (typeof message.base === 'string') resolve(message.base)
-      else reject(new Error(`the child instance failed: ${JSON.stringify(message)}`))
-    })
-    child.once('exit', (code) => reject(new Error(`the child instance exited (${code})`)))
-  })
-  return {
-    base,
-    async kill() {
-      if (running()) child.kill('SIGKILL')
-      await gone
-    }
-  }
-}
-
 /** A pool (for the broker's `pool` option) that records the text of every query it runs. */
 export function recordingPool(t: Test, url: string): { pool: PgPool; texts: string[] } {
   const texts: string[] = []
@@ -275,11 +214,4 @@ async function runWriter(url: string, table: string): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'writer') {
   await runWriter(process.argv[3] as string, process.argv[4] as string)
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'state') {
-  const { base } = await pgStateApp(process.argv[3] as string, process.argv[4] as string)
-  process.send?.({ base })
-  // The parent going away ends this instance too.
-  process.on('disconnect', () => process.exit(0))
 }
