@@ -103,11 +103,7 @@ export async function pgProxy(t: Test, target: { host?: string; port: number }):
     },
     resume() {
       // What arrived while silent is gone: those connections are broken now, as after a partition.
-      for (const [a, b] of pairs) {
-        a.destroy()
-        b.destroy()
-      }
-      pairs.clear()
+      proxy.cut()
       forwarding = true
     },
     cut() {
