@@ -6,7 +6,6 @@
  * snapshot, so its stream misses none and repeats none.
  */
 import type { SseHub } from 'fastify-html-sse'
-import type pg from 'pg'
 import type { Note } from './views.js'
 
 /** How the app reads and writes notes. */
@@ -37,38 +36,66 @@ export function memoryNotes(): NoteStore {
   }
 }
 
+/** A query's answer, as `pg` gives it. */
+export interface Rows<R> {
+  rows: R[]
+}
+
+/**
+ * What the notes need of a connection: a `pg` `PoolClient` fits. Described
+ * here rather than imported, so that this module needs no `pg` types.
+ */
+export interface NotesClient {
+  query<R = unknown>(text: string, values?: unknown[]): Promise<Rows<R>>
+  release(): void
+}
+
+/** What the notes need of a pool: a `pg.Pool` fits. */
+export interface NotesPool {
+  query<R = unknown>(text: string, values?: unknown[]): Promise<Rows<R>>
+  connect(): Promise<NotesClient>
+}
+
+/**
+ * Runs `work` in a transaction of its own on a connection of `pool`, opened
+ * with `begin`: committed when `work` returns, rolled back when it throws.
+ */
+export async function inTransaction<C extends NotesClient, T>(
+  pool: { connect(): Promise<C> },
+  begin: string,
+  work: (client: C) => Promise<T>
+): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query(begin)
+    const result = await work(client)
+    await client.query('COMMIT')
+    return result
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}
+
 /** Notes as rows of `example_notes`; the app's broker must be `postgresBroker` on the same database. */
-export async function postgresNotes(pool: pg.Pool): Promise<NoteStore> {
+export async function postgresNotes(pool: NotesPool): Promise<NoteStore> {
   // Instances starting together would race on CREATE TABLE IF NOT EXISTS: one at a time.
   await pool.query(`BEGIN;
     SELECT pg_advisory_xact_lock(hashtext('example_notes'));
     CREATE TABLE IF NOT EXISTS example_notes (id bigserial PRIMARY KEY, text text NOT NULL, at timestamptz NOT NULL DEFAULT now());
     COMMIT`)
   const newest = `SELECT text, at FROM example_notes ORDER BY id DESC LIMIT ${SHOWN}`
-  /** Runs `work` in a transaction of its own: committed when it returns, rolled back when it throws. */
-  async function inTransaction<T>(begin: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect()
-    try {
-      await client.query(begin)
-      const result = await work(client)
-      await client.query('COMMIT')
-      return result
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {})
-      throw err
-    } finally {
-      client.release()
-    }
-  }
   return {
     page: (sse) =>
       // One snapshot for the rows and the resume point: nothing missed, nothing twice.
-      inTransaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
+      inTransaction(pool, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
         const { rows } = await client.query<Note>(newest)
         return { notes: rows, lastEventId: await sse.lastId({ transaction: client }) }
       }),
     add: (sse, note, html) =>
-      inTransaction('BEGIN', async (client) => {
+      inTransaction(pool, 'BEGIN', async (client) => {
         await client.query('INSERT INTO example_notes (text, at) VALUES ($1, $2)', [note.text, note.at])
         // Written with the row: tabs get it iff the INSERT commits. Publish last, just before COMMIT:
         // other publishers wait for this transaction from here on.

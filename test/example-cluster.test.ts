@@ -2,52 +2,23 @@
  * The cluster example: two instances of the example sharing a private Redis.
  * A note posted on one reaches the tabs of both, also a tab whose page was
  * rendered before the note and whose stream opened after it; a job run on one
- * is watched on the other.
+ * is watched on the other; the open-tab count and "sign out everywhere" span
+ * both.
  *
  * The example imports the package by name, which resolves to dist/: `npm test`
  * builds first; run `npm run build` before running this file alone.
  */
 import { redisBroker } from 'fastify-html-sse/redis'
 import { test } from 'tap'
-import { buildApp } from '../example/app.js'
+import { closeAll, examplePair, note, notesReachBoth } from './helpers/example.js'
 import { privateRedis } from './helpers/redis.js'
-import { connect, listen, until } from './helpers/sse.js'
-
-const note = (text: string) => ({
-  method: 'POST',
-  headers: { 'content-type': 'application/x-www-form-urlencoded' },
-  body: new URLSearchParams({ text }).toString()
-})
+import { connect, until } from './helpers/sse.js'
 
 test('two example instances on Redis: notes and jobs reach the tabs of both', async (t) => {
   const redis = await privateRedis(t)
-  const brokers = [0, 1].map(() => redisBroker({ url: redis.url, prefix: 'example:' }))
-  const [a, b] = await Promise.all(
-    brokers.map((broker, n) => buildApp({ heartbeatMs: 0, jobIdBase: n * 1000, broker }))
-  )
-  if (a === undefined || b === undefined) throw new Error('two apps')
-  // The apps first, then the brokers the test made.
-  t.teardown(() => Promise.all([a.close(), b.close()]).then(() => Promise.all(brokers.map((broker) => broker.close()))))
-  const [baseA, baseB] = await Promise.all([listen(a), listen(b)])
-  const tabA = await connect(`${baseA}/live`)
-  const tabB = await connect(`${baseB}/live?htmx=4`)
-  await until(() => a.sse.stats().topics.notes === 1 && b.sse.stats().topics.notes === 1, 5000, 'both tabs')
-
-  t.equal((await fetch(`${baseA}/notes`, note('hello from A'))).status, 200)
-  await until(() => tabB.events.some((e) => e.data.includes('hello from A')), 5000, 'the note on B')
-  await until(() => tabA.events.some((e) => e.data.includes('hello from A')), 5000, 'the note on A')
-
-  // A page rendered on B, a note posted on A, then the page's stream opens on B.
-  const page = await (await fetch(`${baseB}/?htmx=4`)).text()
-  const live = /hx-sse:connect="([^"]+)"/.exec(page)?.[1]?.replaceAll('&amp;', '&')
-  t.match(live, /^\/live\?htmx=4&lastEventId=\d+-\d+$/, 'the page resumes from the id it was rendered at')
-  t.equal((await fetch(`${baseA}/notes`, note('posted in between'))).status, 200)
-  const late = await connect(baseB + live)
-  await until(() => late.events.some((e) => e.data.includes('posted in between')), 5000, 'the note posted in between')
-  t.notOk(
-    late.events.some((e) => e.data.includes('hello from A')),
-    'the note the page rendered does not come again'
-  )
+  const pair = await examplePair(t, async () => ({ broker: redisBroker({ url: redis.url, prefix: 'example:' }) }))
+  const { a, b, baseA, baseB } = pair
+  const { tabA, tabB, late } = await notesReachBoth(t, pair)
 
   t.equal((await fetch(`${baseA}/jobs`, { method: 'POST' })).status, 204)
   const jobOnB = await connect(`${baseB}/jobs/1/events`)
@@ -79,6 +50,5 @@ test('two example instances on Redis: notes and jobs reach the tabs of both', as
   t.equal((await fetch(`${baseA}/notes`, note('after sign-out'))).status, 200)
   await until(() => tabB.events.some((e) => e.data.includes('after sign-out')), 5000, 'the other tabs go on')
 
-  for (const c of [tabA, tabB, late, jobOnB]) c.close()
-  await until(() => a.sse.stats().connections === 0 && b.sse.stats().connections === 0, 5000, 'every stream to close')
+  await closeAll(pair, [tabA, tabB, late, jobOnB])
 })

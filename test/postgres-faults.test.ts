@@ -20,6 +20,12 @@ admin.on('error', () => {})
 t.teardown(() => admin.end())
 
 const dataOf = (c: Client) => c.events.map((e) => e.data)
+/** Whether `promise` fulfils (a publish that works again, after an outage). */
+const succeeds = (promise: Promise<unknown>) =>
+  promise.then(
+    () => true,
+    () => false
+  )
 
 t.test('the database unreachable: publish and replay reject with the code, then recovery with no gap', async (t) => {
   const table = uniqueTable()
@@ -55,15 +61,7 @@ t.test('the database unreachable: publish and replay reject with the code, then 
   await t.rejects(settles(a.app.sse.lastId(), 'lastId while silent'), { code: UNAVAILABLE }, 'so does lastId')
 
   proxy.resume()
-  await until(
-    () =>
-      a.app.sse.publish('a', '<p>4</p>').then(
-        () => true,
-        () => false
-      ),
-    10_000,
-    'publish through the proxy to work again'
-  )
+  await until(() => succeeds(a.app.sse.publish('a', '<p>4</p>')), 10_000, 'publish through the proxy to work again')
   await until(() => dataOf(live).includes('<p>4</p>'), 10_000, 'the live client to catch up')
   t.same(dataOf(live), ['<p>1</p>', '<p>2</p>', '<p>3</p>', '<p>4</p>'], 'the open stream got every event, in order')
   t.same(
@@ -100,15 +98,7 @@ t.test('connections the server terminates: the reader and the pool reconnect by 
   t.ok(killed.rows[0].n >= 1, `${killed.rows[0].n} connections of A terminated`)
   await b.app.sse.publish('a', '<p>from B</p>')
   await until(() => dataOf(live).includes('<p>from B</p>'), 10_000, "A's reader to come back")
-  await until(
-    () =>
-      a.app.sse.publish('a', '<p>from A</p>').then(
-        () => true,
-        () => false
-      ),
-    10_000,
-    "A's publish to work again"
-  )
+  await until(() => succeeds(a.app.sse.publish('a', '<p>from A</p>')), 10_000, "A's publish to work again")
   await until(() => dataOf(live).includes('<p>from A</p>'), 10_000, 'the event published on A')
   t.same(dataOf(live).slice(0, 2), ['<p>before</p>', '<p>from B</p>'], 'nothing skipped, nothing twice')
   t.equal(new Set(dataOf(live)).size, live.events.length, 'no event twice')

@@ -1,33 +1,37 @@
 /**
- * App state through Redis: app instances whose streams have a member, on a
- * private `redis-server`, in this process or in a child process (to SIGKILL).
+ * App-state instances, on any broker: apps whose streams have a member, in
+ * this process or in a child process (to SIGKILL). The app-state suite
+ * (`app-state-suite.ts`) runs on them.
  *
- * Run as a script (`node --import <ts loader> test/helpers/app-state.ts child <url> <prefix>`),
- * this file starts one instance, tells its parent its base URL over IPC and
- * serves until it is killed.
+ * Run as a script (`node --import <ts loader> test/helpers/app-state.ts child <redis|postgres> <url> <space>`),
+ * this file starts one instance on a broker of that kind (the space is the
+ * Redis key prefix or the Postgres table), tells its parent its base URL over
+ * IPC and serves until it is killed.
  */
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
-import { type RedisBrokerOptions, redisBroker } from '../../lib/broker/redis.js'
+import { postgresBroker } from '../../lib/broker/postgres.js'
+import { redisBroker } from '../../lib/broker/redis.js'
+import type { Broker } from '../../lib/index.js'
 import { type LogLine, makeApp } from './app.js'
+import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
-/** Broker options besides where Redis is. */
-export type StateBrokerOptions = Omit<RedisBrokerOptions, 'url' | 'client' | 'prefix' | 'logger'>
+/** An app-state instance in this process. */
+export interface StateInstance {
+  readonly app: FastifyInstance
+  readonly base: string
+  readonly logs: LogLine[]
+}
 
 /**
- * An app with a Redis broker and `GET /events?topics=a,b&member=m`: a stream of
- * those topics (default `room`) that belongs to `member` when given. Listens on
- * a free loopback port.
+ * An app on `broker` with `GET /events?topics=a,b&member=m`: a stream of those
+ * topics (default `room`) that belongs to `member` when given. Listens on a
+ * free loopback port. The app closes `broker` after itself: give it one made
+ * for it.
  */
-export async function redisStateApp(
-  url: string,
-  prefix: string,
-  options: StateBrokerOptions = {}
-): Promise<{ app: FastifyInstance; base: string; logs: LogLine[] }> {
-  const broker = redisBroker({ url, prefix, ...options })
+export async function stateApp(broker: Broker): Promise<StateInstance> {
   const { app, logs } = await makeApp({ broker })
   app.addHook('onClose', () => broker.close())
   app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
@@ -38,12 +42,19 @@ export async function redisStateApp(
   return { app, base, logs }
 }
 
-/** `redisStateApp`, closed when `t` ends. */
-export async function stateInstance(t: Test, url: string, prefix: string, options: StateBrokerOptions = {}) {
-  const instance = await redisStateApp(url, prefix, options)
+/** `stateApp`, closed when `t` ends. */
+export async function stateInstance(t: Test, broker: Broker): Promise<StateInstance> {
+  const instance = await stateApp(broker)
   t.teardown(() => instance.app.close())
   return instance
 }
+
+/** The brokers a child instance can run on, made from a URL and a space. */
+const childBrokers = {
+  redis: (url: string, prefix: string) => redisBroker({ url, prefix }),
+  postgres: (url: string, table: string) => postgresBroker({ connectionString: url, table })
+}
+export type ChildBroker = keyof typeof childBrokers
 
 /** An instance in a child process. */
 export interface StateChild {
@@ -52,23 +63,9 @@ export interface StateChild {
   kill(): Promise<void>
 }
 
-/**
- * Starts `redisStateApp` in a child `node` running this file through the
- * ts-node ESM loader tap uses, so the child runs the source under test.
- */
-export async function stateChild(t: Test, url: string, prefix: string): Promise<StateChild> {
-  const child = spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'child', url, prefix],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+/** Starts `stateApp` on a `kind` broker of `url` and `space` in a child process; killed when `t` ends. */
+export async function stateChild(t: Test, kind: ChildBroker, url: string, space: string): Promise<StateChild> {
+  const child = sourceChild(new URL(import.meta.url), ['child', kind, url, space])
   const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const running = () => child.exitCode === null && child.signalCode === null
   t.teardown(() => {
@@ -91,7 +88,8 @@ export async function stateChild(t: Test, url: string, prefix: string): Promise<
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'child') {
-  const { base } = await redisStateApp(process.argv[3] as string, process.argv[4] as string)
+  const [kind, url, space] = process.argv.slice(3) as [ChildBroker, string, string]
+  const { base } = await stateApp(childBrokers[kind](url, space))
   process.send?.({ base })
   // The parent going away ends this instance too (no presence withdrawal needed: it is a test).
   process.on('disconnect', () => process.exit(0))

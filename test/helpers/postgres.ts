@@ -2,15 +2,17 @@
  * PostgreSQL for tests: a database of its own per test file on the server of
  * `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test), dropped at
  * teardown; a TCP proxy in front of it that the test can stop; an app instance
- * wired to it; app-state instances (streams with a member), in this process or
- * in a child process to SIGKILL; a pool that records the queries it runs.
+ * wired to it; a pool that records the queries it runs; transactions; a
+ * writer in a child process to SIGKILL inside its transaction. App-state
+ * instances on Postgres are those of `app-state.ts`.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import type { Test } from 'tap'
+import { inTransaction as transaction } from '../../example/notes.js'
 import {
   type PgPool,
   type PostgresBroker,
@@ -18,7 +20,7 @@ import {
   postgresBroker
 } from '../../lib/broker/postgres.js'
 import htmlSse from '../../lib/index.js'
-import { type LogLine, makeApp } from './app.js'
+import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
 /** The server the tests use; each file makes and drops a database of its own on it. */
@@ -101,11 +103,7 @@ export async function pgProxy(t: Test, target: { host?: string; port: number }):
     },
     resume() {
       // What arrived while silent is gone: those connections are broken now, as after a partition.
-      for (const [a, b] of pairs) {
-        a.destroy()
-        b.destroy()
-      }
-      pairs.clear()
+      proxy.cut()
       forwarding = true
     },
     cut() {
@@ -144,78 +142,6 @@ export async function pgApp(
   return { app, base, broker }
 }
 
-/** Broker options of an app-state instance besides where the table is. */
-export type PgStateOptions = Omit<PostgresBrokerOptions, 'table' | 'logger' | 'connectionString'>
-
-/**
- * An app on the Postgres broker with `GET /events?topics=a,b&member=m`: a
- * stream of those topics (default `room`) that belongs to `member` when given.
- * Listens on a free loopback port.
- */
-export async function pgStateApp(
-  url: string,
-  table: string,
-  options: PgStateOptions = {}
-): Promise<{ app: FastifyInstance; base: string; logs: LogLine[]; broker: PostgresBroker }> {
-  const broker = postgresBroker(
-    options.pool === undefined ? { connectionString: url, table, ...options } : { table, ...options }
-  )
-  const { app, logs } = await makeApp({ broker })
-  app.addHook('onClose', () => broker.close())
-  app.get<{ Querystring: { topics?: string; member?: string } }>('/events', (req, reply) => {
-    const { topics = 'room', member } = req.query
-    reply.sse({ topics: topics.split(','), member })
-  })
-  const base = await listen(app)
-  return { app, base, logs, broker }
-}
-
-/** `pgStateApp`, closed when `t` ends. */
-export async function pgStateInstance(t: Test, url: string, table: string, options: PgStateOptions = {}) {
-  const instance = await pgStateApp(url, table, options)
-  t.teardown(() => instance.app.close())
-  return instance
-}
-
-/** `pgStateApp` in a child process: SIGKILL leaves its presence rows behind. */
-export async function pgStateChild(
-  t: Test,
-  url: string,
-  table: string
-): Promise<{ base: string; kill(): Promise<void> }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'state', url, table],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const running = () => child.exitCode === null && child.signalCode === null
-  t.teardown(() => {
-    if (running()) child.kill('SIGKILL')
-  })
-  const base = await new Promise<string>((resolve, reject) => {
-    child.once('message', (message: { base?: string }) => {
-      if (typeof message.base === 'string') resolve(message.base)
-      else reject(new Error(`the child instance failed: ${JSON.stringify(message)}`))
-    })
-    child.once('exit', (code) => reject(new Error(`the child instance exited (${code})`)))
-  })
-  return {
-    base,
-    async kill() {
-      if (running()) child.kill('SIGKILL')
-      await gone
-    }
-  }
-}
-
 /** A pool (for the broker's `pool` option) that records the text of every query it runs. */
 export function recordingPool(t: Test, url: string): { pool: PgPool; texts: string[] } {
   const texts: string[] = []
@@ -239,24 +165,27 @@ export function recordingPool(t: Test, url: string): { pool: PgPool; texts: stri
   return { pool, texts }
 }
 
-/** Runs `work` in a transaction on a client of `pool`: COMMIT, or ROLLBACK when `rollback` or when it throws. */
+/**
+ * Runs `work` in a transaction on a client of `pool`, with the example's
+ * `inTransaction`: COMMIT, or ROLLBACK when `rollback` or when it throws.
+ */
 export async function inTransaction<T>(
   pool: pg.Pool,
   work: (client: pg.PoolClient) => Promise<T>,
   { rollback = false, isolation = 'READ COMMITTED' }: { rollback?: boolean; isolation?: string } = {}
 ): Promise<T> {
-  const client = await pool.connect()
-  try {
-    await client.query(`BEGIN ISOLATION LEVEL ${isolation}`)
-    const result = await work(client)
-    await client.query(rollback ? 'ROLLBACK' : 'COMMIT')
-    return result
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw err
-  } finally {
-    client.release()
-  }
+  const begin = `BEGIN ISOLATION LEVEL ${isolation}`
+  if (!rollback) return transaction<pg.PoolClient, T>(pool, begin, work)
+  // What makes the example's helper roll back: a throw, once `work` has its result.
+  const rolledBack = new Error('rolled back on purpose')
+  let result: { value: T } | undefined
+  await transaction<pg.PoolClient, void>(pool, begin, async (client) => {
+    result = { value: await work(client) }
+    throw rolledBack
+  }).catch((err: unknown) => {
+    if (err !== rolledBack) throw err
+  })
+  return (result as { value: T }).value
 }
 
 /**
@@ -264,18 +193,7 @@ export async function inTransaction<T>(
  * killed: it says `written` once its INSERT and publish are done, before COMMIT.
  */
 export function killableWriter(url: string, table: string): ChildProcess {
-  return spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('@tapjs/typescript/import'), fileURLToPath(import.meta.url), 'writer', url, table],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+  return sourceChild(new URL(import.meta.url), ['writer', url, table])
 }
 
 async function runWriter(url: string, table: string): Promise<void> {
@@ -292,11 +210,4 @@ async function runWriter(url: string, table: string): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'writer') {
   await runWriter(process.argv[3] as string, process.argv[4] as string)
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'state') {
-  const { base } = await pgStateApp(process.argv[3] as string, process.argv[4] as string)
-  process.send?.({ base })
-  // The parent going away ends this instance too.
-  process.on('disconnect', () => process.exit(0))
 }

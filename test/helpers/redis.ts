@@ -9,12 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createClient } from 'redis'
 import type { Test } from 'tap'
 import { type RedisBrokerLogger, type RedisBrokerOptions, redisBroker } from '../../lib/broker/redis.js'
 import htmlSse from '../../lib/index.js'
+import { sourceChild } from './child.js'
 import { listen } from './sse.js'
 
 /** A key prefix of its own for one test. */
@@ -209,25 +209,7 @@ export async function childInstance(
   prefix: string,
   options: RedisAppOptions = {}
 ): Promise<ChildInstance> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      import.meta.resolve('@tapjs/typescript/import'),
-      fileURLToPath(new URL('./redis-child.ts', import.meta.url)),
-      url,
-      prefix,
-      JSON.stringify(options)
-    ],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: fileURLToPath(new URL('../../tsconfig.json', import.meta.url))
-      }
-    }
-  )
+  const child = sourceChild(new URL('./redis-child.ts', import.meta.url), [url, prefix, JSON.stringify(options)])
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
