@@ -328,13 +328,10 @@ async function openInjected(app: TestableApp, url: string, headers: Record<strin
   // signal: Fastify would log an injected request aborted before its head as an error.
   const res = await app.inject({ method: 'GET', url, headers, payloadAsStream: true })
   const body = res.stream()
-  const head: IncomingHttpHeaders = {}
-  for (const [name, value] of Object.entries(res.headers)) {
-    head[name] = typeof value === 'number' ? String(value) : value
-  }
   return {
     status: res.statusCode,
-    headers: head,
+    // light-my-request makes every value a string (or an array of strings), as on the wire.
+    headers: res.headers as IncomingHttpHeaders,
     body,
     // Destroying the response is what a client leaving does to a real one: 'close' fires.
     hangUp: async () => {
