@@ -118,16 +118,16 @@ export const FST_ERR_HTML_SSE_COMPONENT_PROPS = createError<[string]>(
   TypeError
 )
 
-/** `collectEvents()` did not see enough events in time. */
+/** `collectEvents()` or a test client's `waitFor()` did not see enough events in time (or the stream ended first). */
 export const FST_ERR_HTML_SSE_COLLECT_TIMEOUT = createError<[number, number, string, number]>(
   'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
-  `${P} collectEvents saw %s of %s events from %s within %sms`,
+  `${P} saw %s of %s events from %s within %sms`,
   500
 )
 
-/** `collectEvents()` got a response that is not an event stream. */
+/** `collectEvents()` or a test client's `waitFor()` got a response that is not an event stream. */
 export const FST_ERR_HTML_SSE_COLLECT_RESPONSE = createError<[string, number, string]>(
   'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
-  `${P} collectEvents expected a text/event-stream from %s, got status %s with content-type %s`,
+  `${P} expected a text/event-stream from %s, got status %s with content-type %s`,
   500
 )

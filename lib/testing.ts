@@ -1,8 +1,9 @@
 /**
- * Helpers for your own tests: `fastify-html-sse/testing`.
+ * Helpers for your own tests: `fastify-html-sse/testing`. One SSE client,
+ * `openEvents`, and its short form, `collectEvents`.
  */
 import { once } from 'node:events'
-import { request as httpRequest } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { type AddressInfo, createServer, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { Server as TlsServer } from 'node:tls'
@@ -14,7 +15,17 @@ import {
   FST_ERR_HTML_SSE_OPTION_INVALID
 } from './errors.js'
 
-/** One event as a client sees it. */
+/** One event as its frame gave it: what `eventsource-parser` dispatches. */
+export interface ParsedEvent {
+  /** The frame's `event:` field; `undefined` when it names none (a browser dispatches that as `message`). */
+  event?: string | undefined
+  /** The data, lines joined with LF. */
+  data: string
+  /** The frame's own `id:` field, when it has one. */
+  id?: string | undefined
+}
+
+/** One event as `collectEvents` returns it. */
 export interface CollectedEvent {
   /** The event type (`message` when the frame names none). */
   event: string
@@ -22,6 +33,135 @@ export interface CollectedEvent {
   data: string
   /** The frame's own `id:` field, when it has one. */
   id: string | undefined
+}
+
+/**
+ * The part of a Fastify app the test client uses, so that HTTP/1.1, HTTPS and
+ * HTTP/2 apps (whose `FastifyInstance` types differ by server) all fit.
+ */
+export interface TestableApp {
+  ready(): PromiseLike<unknown>
+  inject: FastifyInstance['inject']
+  server: RawServerBase
+  initialConfig: { readonly http2?: boolean }
+}
+
+/** Options of `openEvents`. */
+export interface OpenEventsOptions {
+  /** Request headers, e.g. `{ 'last-event-id': '…' }`. `accept: text/event-stream` is sent unless overridden. */
+  headers?: Record<string, string> | undefined
+  /**
+   * For an app: `'inject'` streams the response through `app.inject()`: no
+   * port, and it works for HTTP/1.1, HTTP/2 and HTTPS apps alike. `'socket'`
+   * opens a real loopback HTTP/1.1 connection to the app's server (whether or
+   * not it listens), for a test about what the wire carries; plain HTTP/1.1
+   * apps only. A base URL is always reached over a real socket.
+   * @default 'inject' for an app
+   */
+  transport?: 'inject' | 'socket' | undefined
+  /**
+   * Read at most this many bytes a second (checked every 10 ms, against the
+   * time since the head came, so a late timer catches up), as a slow but steady
+   * client would; unread bytes stay queued, and a socket fills behind them.
+   * @default unlimited: read as fast as the bytes come
+   */
+  bytesPerSecond?: number | undefined
+  /**
+   * Aborting gives up: before the head, `openEvents` rejects with the signal's
+   * reason (and hangs up a head that comes later); after it, the client closes.
+   */
+  signal?: AbortSignal | undefined
+}
+
+/** One open SSE response, parsed as it arrives. */
+export interface SseClient {
+  /** The response status. */
+  readonly status: number
+  /** The response headers. */
+  readonly headers: IncomingHttpHeaders
+  /** The body as it arrives (an `http.IncomingMessage` over a socket): pause it to stop reading. */
+  readonly body: Readable
+  /** The events so far, as their frames gave them. */
+  readonly events: ParsedEvent[]
+  /** The comments so far (`: text` lines), without the colon and first space. */
+  readonly comments: string[]
+  /** The body text read so far. */
+  readonly raw: string
+  /**
+   * Resolves to `events` once at least `n` have arrived. Rejects with
+   * `FST_ERR_HTML_SSE_COLLECT_TIMEOUT` when the stream ends first or after
+   * `timeoutMs` (5000 unless told), and with `FST_ERR_HTML_SSE_COLLECT_RESPONSE`
+   * when the response is not a 200 `text/event-stream`.
+   */
+  waitFor(n: number, timeoutMs?: number): Promise<ParsedEvent[]>
+  /** Resolves when the response ends or its connection closes, for either side's reason. */
+  readonly ended: Promise<void>
+  /** Hangs up, as a browser tab that closes; resolves once the app has seen the client go (for an app) or the socket is closed (for a URL). */
+  close(): Promise<void>
+}
+
+/** What a transport hands back: the head, the body as a stream, and a way to hang up. */
+interface Opened {
+  status: number
+  headers: IncomingHttpHeaders
+  body: Readable
+  /** Resolves once the server side has seen the client go (or, for a URL, the socket is closed). */
+  hangUp(): Promise<void>
+}
+
+/**
+ * Requests `url` as an SSE client would and parses what arrives with
+ * `eventsource-parser`; resolves once the response head is in, whatever its
+ * status (a test may expect a 503). `target` is an app (reached through
+ * `inject` or a loopback `socket`, see `transport`) or the base URL of a
+ * listening server, such as what `app.listen()` resolves to, which `url` is
+ * resolved against.
+ *
+ * @example
+ * ```ts
+ * const client = await openEvents(app, '/events')
+ * const [first] = await client.waitFor(1)
+ * await client.close()
+ * ```
+ */
+export async function openEvents(
+  target: TestableApp | string,
+  url: string,
+  options: OpenEventsOptions = {}
+): Promise<SseClient> {
+  const { headers = {}, bytesPerSecond, signal } = options
+  const transport = options.transport ?? (typeof target === 'string' ? 'socket' : 'inject')
+  if (transport !== 'inject' && transport !== 'socket') {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', `must be 'inject' or 'socket', got ${String(transport)}`)
+  }
+  const requestHeaders = { accept: 'text/event-stream', ...headers }
+  let opening: Promise<Opened>
+  if (typeof target === 'string') {
+    const href = new URL(url, target)
+    if (href.protocol !== 'http:') {
+      throw new FST_ERR_HTML_SSE_OPTION_INVALID('target', `must be an http:// URL or an app, got ${href.protocol}`)
+    }
+    if (transport !== 'socket') {
+      throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', "'inject' needs an app, not a URL")
+    }
+    signal?.throwIfAborted()
+    opening = openRequest(href, requestHeaders, signal, async () => {})
+  } else {
+    await target.ready()
+    signal?.throwIfAborted()
+    opening =
+      transport === 'inject'
+        ? openInjected(target, url, requestHeaders)
+        : openSocket(target, url, requestHeaders, signal)
+  }
+  const head = await abortable(opening, signal)
+  const client = listenTo(head, url, bytesPerSecond)
+  if (signal !== undefined) {
+    const onAbort = () => void client.close()
+    signal.addEventListener('abort', onAbort, { once: true })
+    void client.ended.then(() => signal.removeEventListener('abort', onAbort))
+  }
+  return client
 }
 
 /** Options of `collectEvents`. */
@@ -32,42 +172,16 @@ export interface CollectEventsOptions {
   timeoutMs?: number | undefined
   /** Request headers, e.g. `{ 'last-event-id': '…' }`. */
   headers?: Record<string, string> | undefined
-  /**
-   * `'inject'` streams the response through `app.inject()`: no port, and it
-   * works for HTTP/1.1, HTTP/2 and HTTPS apps alike. `'socket'` opens a real
-   * loopback HTTP/1.1 connection to the app's server (whether or not it
-   * listens), for a test about what the wire carries; plain HTTP/1.1 apps only.
-   * @default 'inject'
-   */
+  /** As for `openEvents`. @default 'inject' */
   transport?: 'inject' | 'socket' | undefined
 }
 
 /**
- * The part of a Fastify app `collectEvents` uses, so that HTTP/1.1, HTTPS and
- * HTTP/2 apps (whose `FastifyInstance` types differ by server) all fit.
- */
-export interface TestableApp {
-  ready(): PromiseLike<unknown>
-  inject: FastifyInstance['inject']
-  server: RawServerBase
-  initialConfig: { readonly http2?: boolean }
-}
-
-/** What a transport hands back: the head, the body as a stream, and a way to hang up. */
-interface Opened {
-  status: number
-  type: string
-  body: Readable
-  /** Resolves once the server side has seen the client go. */
-  hangUp(): Promise<void>
-}
-
-/**
- * Requests `url` from `app` as an SSE client would, resolves to the first
- * `count` events, then disconnects, as a browser tab that closes. Nothing is
- * left open: an `app.close()` right after is prompt. Rejects with a coded
- * error on timeout, when the stream ends early, or when the response is not an
- * event stream.
+ * `openEvents` in one call: requests `url` from `app` as an SSE client would,
+ * resolves to the first `count` events, then disconnects, as a browser tab that
+ * closes. Nothing is left open: an `app.close()` right after is prompt. Rejects
+ * with a coded error on timeout, when the stream ends early, or when the
+ * response is not an event stream.
  *
  * @example
  * ```ts
@@ -80,58 +194,133 @@ export async function collectEvents(
   url: string,
   options: CollectEventsOptions
 ): Promise<CollectedEvent[]> {
-  const { count, timeoutMs = 5000, headers = {}, transport = 'inject' } = options
-  if (transport !== 'inject' && transport !== 'socket') {
-    throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', `must be 'inject' or 'socket', got ${String(transport)}`)
-  }
+  const { count, timeoutMs = 5000, headers, transport } = options
   await app.ready()
-  const events: CollectedEvent[] = []
-  const ac = new AbortController()
-  let opened: Opened | undefined
-  let finished = false
-  let timer: NodeJS.Timeout | undefined
+  const giveUp = new AbortController()
+  const timer = setTimeout(
+    () => giveUp.abort(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(0, count, url, timeoutMs)),
+    timeoutMs
+  )
+  let client: SseClient | undefined
   try {
-    await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => {
-        // A socket that got no head is closed now, as a client giving up; a head that comes later is hung up then.
-        if (opened === undefined) ac.abort()
-        reject(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(events.length, count, url, timeoutMs))
-      }, timeoutMs)
-      const requestHeaders = { accept: 'text/event-stream', ...headers }
-      const opening =
-        transport === 'inject'
-          ? openInjected(app, url, requestHeaders)
-          : openSocket(app, url, requestHeaders, ac.signal)
-      opening.then((head) => {
-        // A head that comes after the timeout is hung up at once.
-        if (finished) {
-          void head.hangUp()
-          return
-        }
-        opened = head
-        if (head.status !== 200 || !head.type.startsWith('text/event-stream')) {
-          reject(new FST_ERR_HTML_SSE_COLLECT_RESPONSE(url, head.status, head.type || 'none'))
-          return
-        }
-        const parser = createParser({
-          onEvent(event) {
-            if (events.length >= count) return
-            events.push({ event: event.event ?? 'message', data: event.data, id: event.id })
-            if (events.length === count) resolve()
-          }
-        })
-        head.body.setEncoding('utf8')
-        head.body.on('data', (chunk: string) => parser.feed(chunk))
-        head.body.on('error', () => {})
-        head.body.on('end', () => reject(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(events.length, count, url, timeoutMs)))
-      }, reject)
-    })
+    client = await openEvents(app, url, { headers, transport, signal: giveUp.signal })
+    // The abort comes first: it closes the client, and waitFor reports how many came.
+    const events = await client.waitFor(count, timeoutMs)
+    return events.slice(0, count).map(({ event = 'message', data, id }) => ({ event, data, id }))
   } finally {
-    finished = true
     clearTimeout(timer)
-    await opened?.hangUp()
+    await client?.close()
   }
-  return events
+}
+
+/** `opening`, or the signal's reason as soon as it aborts; a head that comes after that is hung up. */
+function abortable(opening: Promise<Opened>, signal: AbortSignal | undefined): Promise<Opened> {
+  if (signal === undefined) return opening
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    opening.then(
+      (head) => {
+        signal.removeEventListener('abort', onAbort)
+        if (signal.aborted) void head.hangUp()
+        else resolve(head)
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(signal.aborted ? signal.reason : err)
+      }
+    )
+  })
+}
+
+/** Reads and parses the body of `head` (paced when asked) and makes the client around it. */
+function listenTo(head: Opened, url: string, bytesPerSecond: number | undefined): SseClient {
+  const { status, headers, body } = head
+  const type = String(headers['content-type'] ?? '')
+  const isEventStream = status === 200 && type.startsWith('text/event-stream')
+  const events: ParsedEvent[] = []
+  const comments: string[] = []
+  const waiters: Array<() => void> = []
+  let raw = ''
+  let done = false
+  let closing: Promise<void> | undefined
+  const parser = createParser({
+    onEvent: (event) => {
+      events.push(event)
+      for (const w of waiters.splice(0)) w()
+    },
+    onComment: (comment) => comments.push(comment)
+  })
+  let ended!: () => void
+  const client: SseClient = {
+    status,
+    headers,
+    body,
+    events,
+    comments,
+    get raw() {
+      return raw
+    },
+    ended: new Promise<void>((resolve) => {
+      ended = resolve
+    }),
+    waitFor(n, ms = 5000) {
+      if (!isEventStream) return Promise.reject(new FST_ERR_HTML_SSE_COLLECT_RESPONSE(url, status, type || 'none'))
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(events.length, n, url, ms)), ms)
+        const check = () => {
+          if (events.length >= n) {
+            clearTimeout(timer)
+            resolve(events)
+          } else if (done) {
+            clearTimeout(timer)
+            reject(new FST_ERR_HTML_SSE_COLLECT_TIMEOUT(events.length, n, url, ms))
+          } else waiters.push(check)
+        }
+        check()
+      })
+    },
+    close() {
+      closing ??= head.hangUp()
+      return closing
+    }
+  }
+  body.setEncoding('utf8')
+  const take = (chunk: string) => {
+    raw += chunk
+    parser.feed(chunk)
+  }
+  let pacer: NodeJS.Timeout | undefined
+  if (bytesPerSecond === undefined) body.on('data', take)
+  else {
+    // Reads what the pace allows since the start, so a late timer catches up instead of slowing the pace.
+    const began = performance.now()
+    let read = 0
+    pacer = setInterval(() => {
+      const allowed = Math.floor(((performance.now() - began) / 1000) * bytesPerSecond) - read
+      if (allowed <= 0 || body.readableLength === 0) {
+        body.read(0)
+        return
+      }
+      // A string of at most `allowed` characters; an event stream of ASCII is one byte a character.
+      const chunk: string | null = body.read(Math.min(allowed, body.readableLength))
+      /* c8 ignore next */
+      if (chunk === null) return
+      read += chunk.length
+      take(chunk)
+    }, 10)
+    body.on('readable', () => {})
+  }
+  const finish = () => {
+    clearInterval(pacer)
+    done = true
+    ended()
+    for (const w of waiters.splice(0)) w()
+  }
+  body.on('end', finish)
+  body.on('close', finish)
+  body.on('error', () => {})
+  return client
 }
 
 async function openInjected(app: TestableApp, url: string, headers: Record<string, string>): Promise<Opened> {
@@ -141,7 +330,8 @@ async function openInjected(app: TestableApp, url: string, headers: Record<strin
   const body = res.stream()
   return {
     status: res.statusCode,
-    type: String(res.headers['content-type'] ?? ''),
+    // light-my-request makes every value a string (or an array of strings), as on the wire.
+    headers: res.headers as IncomingHttpHeaders,
     body,
     // Destroying the response is what a client leaving does to a real one: 'close' fires.
     hangUp: async () => {
@@ -160,7 +350,7 @@ async function openSocket(
   app: TestableApp,
   url: string,
   headers: Record<string, string>,
-  signal: AbortSignal
+  signal: AbortSignal | undefined
 ): Promise<Opened> {
   if (app.initialConfig.http2 === true || app.server instanceof TlsServer) {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', "'socket' needs a plain HTTP/1.1 app: use 'inject'")
@@ -174,27 +364,40 @@ async function openSocket(
   })
   await new Promise<void>((resolve) => bridge.listen(0, '127.0.0.1', resolve))
   const { port } = bridge.address() as AddressInfo
-  const hangUp = async () => {
+  return openRequest(new URL(url, `http://127.0.0.1:${port}`), headers, signal, async () => {
     const closed = new Promise((resolve) => bridge.close(resolve))
     for (const socket of sockets) socket.destroy()
     await closed
     // The app's response hears its socket close on the next turn.
     await new Promise((resolve) => setImmediate(resolve))
-  }
+  })
+}
+
+/** A GET over its own connection (`agent: false`, so hanging up closes the socket); `release` runs after. */
+function openRequest(
+  url: URL,
+  headers: Record<string, string>,
+  signal: AbortSignal | undefined,
+  release: () => Promise<void>
+): Promise<Opened> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: url, agent: false, headers, signal }, (res) =>
+    const req = httpRequest(url, { agent: false, headers, signal }, (res) => {
+      const { socket } = res
+      const socketClosed = new Promise<void>((closed) => socket.once('close', () => closed()))
       resolve({
         status: res.statusCode as number,
-        type: String(res.headers['content-type'] ?? ''),
+        headers: res.headers,
         body: res,
-        hangUp: () => {
-          res.destroy()
-          return hangUp()
+        hangUp: async () => {
+          req.destroy()
+          socket.destroy()
+          await socketClosed
+          await release()
         }
       })
-    )
+    })
     req.on('error', (err) => {
-      void hangUp()
+      void release()
       reject(err)
     })
     req.end()

@@ -38,7 +38,7 @@ import assert from 'node:assert/strict'
 import Fastify from 'fastify'
 import htmlSse, { sseMessage, sseComment, memoryBroker, FST_ERR_HTML_SSE_EVENT_NEWLINE } from 'fastify-html-sse'
 import { SseSource, HtmxScripts } from 'fastify-html-sse/components'
-import { collectEvents } from 'fastify-html-sse/testing'
+import { collectEvents, openEvents } from 'fastify-html-sse/testing'
 
 assert.equal(sseMessage('<b>a\\nb</b>', 'x', { id: '1' }), 'event: x\\nid: 1\\ndata: <b>a\\ndata: b</b>\\n\\n')
 assert.equal(sseComment('hi'), ': hi\\n\\n')
@@ -54,6 +54,9 @@ app.get('/events', (req, reply) => {
 })
 const events = await collectEvents(app, '/events', { count: 2 })
 assert.deepEqual(events.map((e) => [e.event, e.data]), [['message', '<p>one</p>'], ['second', '<p>two</p>']])
+const client = await openEvents(app, '/events', { transport: 'socket' })
+assert.deepEqual((await client.waitFor(2)).map((e) => e.event), [undefined, 'second'])
+await client.close()
 assert.equal((await app.inject('/fastify-html-sse/htmx2.min.js')).statusCode, 200)
 assert.equal((await app.inject('/fastify-html-sse/htmx4-sse.min.js')).statusCode, 200)
 await app.close()
@@ -65,7 +68,7 @@ const TS_CONSUMER = `
 import Fastify from 'fastify'
 import htmlSse, { type HtmlSseOptions, type SseSink, memoryBroker, sseMessage } from 'fastify-html-sse'
 import { HtmxScripts, Partial, SseSource } from 'fastify-html-sse/components'
-import { type CollectedEvent, collectEvents } from 'fastify-html-sse/testing'
+import { type CollectedEvent, collectEvents, openEvents, type SseClient } from 'fastify-html-sse/testing'
 
 const options: HtmlSseOptions = { broker: memoryBroker({ replay: 10 }), heartbeatMs: 0 }
 const app = Fastify()
@@ -93,6 +96,9 @@ app.get('/events', (_req, reply) => {
 })
 const events: CollectedEvent[] = await collectEvents(app, '/events', { count: 2 })
 if (events.length !== 2) throw new Error('two events expected')
+const client: SseClient = await openEvents(app, '/events', { bytesPerSecond: 10_000 })
+if ((await client.waitFor(2))[1]?.event !== 'second') throw new Error('a named second event expected')
+await client.close()
 const page = await app.inject('/')
 if (!page.body.includes('sse-connect="/events"')) throw new Error('the page connects')
 await app.close()

@@ -1,5 +1,7 @@
 /**
- * `fastify-html-sse/testing`: `collectEvents` drives HTTP/1.1, HTTPS and HTTP/2
+ * `fastify-html-sse/testing`: `openEvents` is the one SSE client, through
+ * `app.inject()`, over a loopback socket to an app, or by URL to a listening
+ * server, paced when asked; `collectEvents`, its short form, drives HTTP/1.1, HTTPS and HTTP/2
  * apps through `app.inject()` (no port), and HTTP/1.1 apps over a real loopback
  * connection on request; either way it leaves nothing open.
  */
@@ -7,10 +9,11 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
 import { test } from 'tap'
-import { collectEvents } from '../lib/testing.js'
+import { collectEvents, type OpenEventsOptions, openEvents } from '../lib/testing.js'
 import { errorsIn, makeApp } from './helpers/app.js'
-import { settles, until } from './helpers/sse.js'
+import { listen, settles, until } from './helpers/sse.js'
 
 /** A self-signed certificate for 127.0.0.1, made here: no network, no fixture to expire. */
 function selfSigned(): { key: string; cert: string } {
@@ -179,3 +182,158 @@ for (const transport of ['inject', 'socket'] as const) {
     t.same(errorsIn(logs), [])
   })
 }
+
+/** Opens `/events` of `app` as each kind of target: through inject, over a loopback socket, and by URL once it listens. */
+const targets = {
+  inject: (app: FastifyInstance, url: string, options: OpenEventsOptions = {}) =>
+    openEvents(app, url, { ...options, transport: 'inject' }),
+  socket: (app: FastifyInstance, url: string, options: OpenEventsOptions = {}) =>
+    openEvents(app, url, { ...options, transport: 'socket' }),
+  url: async (app: FastifyInstance, url: string, options: OpenEventsOptions = {}) => {
+    if (!bases.has(app)) bases.set(app, await listen(app))
+    return openEvents(bases.get(app) as string, url, options)
+  }
+} as const
+const bases = new WeakMap<FastifyInstance, string>()
+
+for (const [name, open] of Object.entries(targets)) {
+  test(`openEvents (${name}): the head, events as their frames gave them, comments, raw text; waitFor, ended, close`, async (t) => {
+    const { app, logs } = await makeApp()
+    let closed = 0
+    app.get('/events', (req, reply) => {
+      reply.header('x-count', 3)
+      const sink = reply.sse({ topics: ['news'] })
+      void sink.closed.then(() => closed++)
+      void sink.send('<p>first</p>', undefined, { id: String(req.headers['x-tab']) })
+      void sink.comment('hello')
+      void sink.send('<p>second</p>', 'named')
+    })
+    app.get('/short', (_req, reply) => {
+      reply.sse(['<p>only</p>'])
+    })
+    t.teardown(() => app.close())
+    const client = await open(app, '/events', { headers: { 'x-tab': '7' } })
+    t.equal(client.status, 200)
+    t.match(client.headers['content-type'], /^text\/event-stream/)
+    t.equal(client.headers['x-count'], '3', 'header values are strings, as on the wire')
+    t.same(await client.waitFor(2), [
+      { data: '<p>first</p>', id: '7' },
+      { event: 'named', data: '<p>second</p>' }
+    ])
+    t.equal(client.events[0]?.event, undefined, 'an unnamed frame is left unnamed')
+    t.same(client.comments, ['hello'])
+    t.match(client.raw, /: hello\n\n/)
+    t.equal(client.body.readable, true)
+    await until(() => app.sse.stats().topics.news === 1, 5000, 'the stream to subscribe')
+    const id = await app.sse.publish('news', '<p>live</p>')
+    t.same((await client.waitFor(3, 5000))[2], { data: '<p>live</p>', id })
+    await Promise.all([client.close(), client.close()])
+    await client.ended
+    await until(() => closed === 1 && app.sse.stats().connections === 0, 5000, 'the stream to close')
+
+    const short = await open(app, '/short')
+    t.equal((await short.waitFor(1))[0]?.data, '<p>only</p>')
+    await short.ended
+    await t.rejects(short.waitFor(2, 1000), {
+      code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
+      message: /saw 1 of 2 events from \S*\/short within 1000ms/
+    })
+    t.same(await short.waitFor(1), short.events, 'an ended stream still answers for what came')
+    await short.close()
+    await settles(app.close(), 'app.close()')
+    t.same(errorsIn(logs), [], 'nothing logged as an error')
+  })
+
+  test(`openEvents (${name}) answers any head, and waitFor rejects with coded errors on a timeout and a non-SSE answer`, async (t) => {
+    const { app } = await makeApp()
+    app.get('/quiet', (_req, reply) => {
+      reply.sse({ topics: ['quiet'] })
+    })
+    app.get('/html', () => '<p>not a stream</p>')
+    t.teardown(() => app.close())
+    const quiet = await open(app, '/quiet')
+    await t.rejects(quiet.waitFor(1, 50), {
+      code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
+      message: /saw 0 of 1 events from \S*\/quiet within 50ms/
+    })
+    await quiet.close()
+    const html = await open(app, '/html')
+    t.equal(html.status, 200)
+    await t.rejects(html.waitFor(1), {
+      code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE',
+      message: /\/html, got status 200 with content-type text\/plain/
+    })
+    await html.close()
+    const missing = await open(app, '/missing')
+    t.equal(missing.status, 404, 'a 404 opens: the test reads its status')
+    await t.rejects(missing.waitFor(1), { code: 'FST_ERR_HTML_SSE_COLLECT_RESPONSE', message: /status 404/ })
+    await missing.close()
+    await until(() => app.sse.stats().connections === 0, 5000, 'every stream to close')
+    await settles(app.close(), 'app.close()')
+  })
+
+  test(`openEvents (${name}) with bytesPerSecond reads no faster than the pace`, async (t) => {
+    const { app } = await makeApp()
+    const html = `<p>${'x'.repeat(200)}</p>`
+    app.get('/events', (_req, reply) => {
+      reply.sse([html, html, html, html])
+    })
+    t.teardown(() => app.close())
+    const bytesPerSecond = 2000
+    const began = performance.now()
+    const client = await open(app, '/events', { bytesPerSecond })
+    const ahead = () => client.raw.length - ((performance.now() - began) / 1000) * bytesPerSecond
+    const checks: number[] = []
+    const watch = setInterval(() => checks.push(ahead()), 5)
+    await client.waitFor(4)
+    clearInterval(watch)
+    checks.push(ahead())
+    t.ok(client.raw.length > 800, 'everything came')
+    t.ok(
+      checks.every((over) => over <= 0),
+      'never more than the pace allows since the start'
+    )
+    t.ok(performance.now() - began >= (client.raw.length / bytesPerSecond) * 1000, 'the pace set the time')
+    await client.close()
+    await settles(app.close(), 'app.close()')
+  })
+}
+
+test('openEvents refuses what cannot work with a coded error, and gives up when its signal aborts', async (t) => {
+  const { app } = await makeApp()
+  app.get('/quiet', (_req, reply) => {
+    reply.sse({ topics: ['quiet'] })
+  })
+  t.teardown(() => app.close())
+  const base = await listen(app)
+  await t.rejects(openEvents('https://127.0.0.1:1', '/quiet'), {
+    code: 'FST_ERR_HTML_SSE_OPTION_INVALID',
+    message: /must be an http:\/\/ URL or an app, got https:/
+  })
+  await t.rejects(openEvents(base, '/quiet', { transport: 'inject' }), {
+    code: 'FST_ERR_HTML_SSE_OPTION_INVALID',
+    message: /'inject' needs an app/
+  })
+  await t.rejects(openEvents(app, '/quiet', { transport: 'pigeon' as 'inject' }), {
+    code: 'FST_ERR_HTML_SSE_OPTION_INVALID',
+    message: /must be 'inject' or 'socket', got pigeon/
+  })
+  const reason = new Error('given up')
+  for (const target of [app, base]) {
+    await t.rejects(openEvents(target, '/quiet', { signal: AbortSignal.abort(reason) }), reason)
+  }
+  // A refused connection is the error itself, signal or not.
+  await t.rejects(openEvents('http://127.0.0.1:1', '/quiet', { signal: new AbortController().signal }), {
+    code: 'ECONNREFUSED'
+  })
+  for (const target of [app, base]) {
+    const giveUp = new AbortController()
+    const client = await openEvents(target, '/quiet', { signal: giveUp.signal })
+    await until(() => app.sse.stats().connections === 1, 5000, 'the stream to open')
+    giveUp.abort()
+    await client.ended
+    await t.rejects(client.waitFor(1), { code: 'FST_ERR_HTML_SSE_COLLECT_TIMEOUT', message: /saw 0 of 1/ })
+    await until(() => app.sse.stats().connections === 0, 5000, 'the aborted stream to close')
+  }
+  await settles(app.close(), 'app.close()')
+})

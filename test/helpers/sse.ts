@@ -1,12 +1,14 @@
 /**
- * The one SSE test client, and the one `until`: a raw HTTP/1.1 connection
- * (`agent: false`, so closing it closes the socket) whose bytes go through
- * `eventsource-parser`, so every assertion sees what a browser would dispatch.
+ * The one SSE test client, and the one `until`: `connect` is the package's own
+ * `openEvents` over a raw HTTP/1.1 connection (`agent: false`, so closing it
+ * closes the socket) whose bytes go through `eventsource-parser`, so every
+ * assertion sees what a browser would dispatch.
  */
 import { type IncomingMessage, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import type { FastifyInstance } from 'fastify'
+import { openEvents, type SseClient } from '../../lib/testing.js'
 
 /** Parses a whole SSE text and returns the events a conforming client dispatches. */
 export function parseAll(text: string | string[]): EventSourceMessage[] {
@@ -23,112 +25,24 @@ export async function listen(app: FastifyInstance): Promise<string> {
   return `http://127.0.0.1:${port}`
 }
 
-/** One open SSE connection. */
-export interface Client {
+/** One open SSE connection: the public client, with its body typed as the `IncomingMessage` it is over a URL. */
+export interface Client extends SseClient {
   res: IncomingMessage
-  events: EventSourceMessage[]
-  comments: string[]
-  raw: string
-  /** Resolves when at least `n` events have arrived; rejects if the stream ends first, or after `ms`. */
-  waitFor(n: number, ms?: number): Promise<EventSourceMessage[]>
-  /** Resolves when the server ends the response. */
-  ended: Promise<void>
-  close(): void
 }
 
 /**
- * Opens `url` as an SSE client and parses what arrives; resolves once the
- * response head is in. With `bytesPerSecond` it reads at that pace (in 20 ms
- * steps), as a slow but steady client would.
+ * Opens `url` as an SSE client (`openEvents` from `fastify-html-sse/testing`,
+ * over its own loopback connection) and parses what arrives; resolves once the
+ * response head is in. With `bytesPerSecond` it reads at that pace (checked
+ * every 10 ms), as a slow but steady client would.
  */
-export function connect(
+export async function connect(
   url: string,
   headers: Record<string, string> = {},
   { bytesPerSecond }: { bytesPerSecond?: number } = {}
 ): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } }, (res) => {
-      const events: EventSourceMessage[] = []
-      const comments: string[] = []
-      const waiters: Array<() => void> = []
-      const parser = createParser({
-        onEvent: (event) => {
-          events.push(event)
-          for (const w of waiters.splice(0)) w()
-        },
-        onComment: (comment) => comments.push(comment)
-      })
-      let ended!: () => void
-      let done = false
-      const client: Client = {
-        res,
-        events,
-        comments,
-        raw: '',
-        ended: new Promise<void>((r) => {
-          ended = r
-        }),
-        waitFor(n, ms = 5000) {
-          return new Promise((ok, fail) => {
-            const timer = setTimeout(
-              () => fail(new Error(`${url}: saw ${events.length} of ${n} events in ${ms} ms`)),
-              ms
-            )
-            const check = () => {
-              if (events.length >= n) {
-                clearTimeout(timer)
-                ok(events)
-              } else if (done) {
-                clearTimeout(timer)
-                fail(new Error(`${url}: the stream ended after ${events.length} of ${n} events`))
-              } else waiters.push(check)
-            }
-            check()
-          })
-        },
-        close() {
-          req.destroy()
-        }
-      }
-      res.setEncoding('utf8')
-      const take = (chunk: string) => {
-        client.raw += chunk
-        parser.feed(chunk)
-      }
-      let pacer: NodeJS.Timeout | null = null
-      if (bytesPerSecond === undefined) res.on('data', take)
-      else {
-        // Reads what the pace allows since the start, so a late timer catches up instead of slowing the pace.
-        const began = performance.now()
-        let read = 0
-        pacer = setInterval(() => {
-          const allowed = Math.floor(((performance.now() - began) / 1000) * bytesPerSecond) - read
-          if (allowed <= 0 || res.readableLength === 0) {
-            res.read(0)
-            return
-          }
-          // A string of at most `allowed` characters; an event stream of ASCII is one byte a character.
-          const chunk: string | null = res.read(Math.min(allowed, res.readableLength))
-          if (chunk === null) return
-          read += chunk.length
-          take(chunk)
-        }, 10)
-        res.on('readable', () => {})
-      }
-      const finish = () => {
-        if (pacer !== null) clearInterval(pacer)
-        done = true
-        ended()
-        for (const w of waiters.splice(0)) w()
-      }
-      res.on('end', finish)
-      res.on('close', finish)
-      res.on('error', () => {})
-      resolve(client)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const client = await openEvents(new URL(url).origin, url, { headers, bytesPerSecond })
+  return Object.assign(client, { res: client.body as IncomingMessage })
 }
 
 /**
