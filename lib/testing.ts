@@ -2,18 +2,17 @@
  * Helpers for your own tests: `fastify-html-sse/testing`. One SSE client,
  * `openEvents`, and its short form, `collectEvents`.
  */
-import { once } from 'node:events'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import { type AddressInfo, createServer, type Socket } from 'node:net'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
-import { Server as TlsServer } from 'node:tls'
 import { createParser } from 'eventsource-parser'
-import type { FastifyInstance, RawServerBase } from 'fastify'
 import {
   FST_ERR_HTML_SSE_COLLECT_RESPONSE,
   FST_ERR_HTML_SSE_COLLECT_TIMEOUT,
   FST_ERR_HTML_SSE_OPTION_INVALID
 } from './errors.js'
+import { abortable, type Opened, openInjected, openRequest, openSocket, type TestableApp } from './testing/transport.js'
+
+export type { TestableApp }
 
 /** One event as its frame gave it: what `eventsource-parser` dispatches. */
 export interface ParsedEvent {
@@ -33,17 +32,6 @@ export interface CollectedEvent {
   data: string
   /** The frame's own `id:` field, when it has one. */
   id: string | undefined
-}
-
-/**
- * The part of a Fastify app the test client uses, so that HTTP/1.1, HTTPS and
- * HTTP/2 apps (whose `FastifyInstance` types differ by server) all fit.
- */
-export interface TestableApp {
-  ready(): PromiseLike<unknown>
-  inject: FastifyInstance['inject']
-  server: RawServerBase
-  initialConfig: { readonly http2?: boolean }
 }
 
 /** Options of `openEvents`. */
@@ -98,15 +86,6 @@ export interface SseClient {
   readonly ended: Promise<void>
   /** Hangs up, as a browser tab that closes; resolves once the app has seen the client go (for an app) or the socket is closed (for a URL). */
   close(): Promise<void>
-}
-
-/** What a transport hands back: the head, the body as a stream, and a way to hang up. */
-interface Opened {
-  status: number
-  headers: IncomingHttpHeaders
-  body: Readable
-  /** Resolves once the server side has seen the client go (or, for a URL, the socket is closed). */
-  hangUp(): Promise<void>
 }
 
 /**
@@ -213,26 +192,6 @@ export async function collectEvents(
   }
 }
 
-/** `opening`, or the signal's reason as soon as it aborts; a head that comes after that is hung up. */
-function abortable(opening: Promise<Opened>, signal: AbortSignal | undefined): Promise<Opened> {
-  if (signal === undefined) return opening
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    opening.then(
-      (head) => {
-        signal.removeEventListener('abort', onAbort)
-        if (signal.aborted) void head.hangUp()
-        else resolve(head)
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(signal.aborted ? signal.reason : err)
-      }
-    )
-  })
-}
-
 /** Reads and parses the body of `head` (paced when asked) and makes the client around it. */
 function listenTo(head: Opened, url: string, bytesPerSecond: number | undefined): SseClient {
   const { status, headers, body } = head
@@ -321,85 +280,4 @@ function listenTo(head: Opened, url: string, bytesPerSecond: number | undefined)
   body.on('close', finish)
   body.on('error', () => {})
   return client
-}
-
-async function openInjected(app: TestableApp, url: string, headers: Record<string, string>): Promise<Opened> {
-  // Resolves once the plugin writes the head; the body streams as it is written. No abort
-  // signal: Fastify would log an injected request aborted before its head as an error.
-  const res = await app.inject({ method: 'GET', url, headers, payloadAsStream: true })
-  const body = res.stream()
-  return {
-    status: res.statusCode,
-    // light-my-request makes every value a string (or an array of strings), as on the wire.
-    headers: res.headers as IncomingHttpHeaders,
-    body,
-    // Destroying the response is what a client leaving does to a real one: 'close' fires.
-    hangUp: async () => {
-      body.destroy()
-      const raw = res.raw.res
-      if (!raw.destroyed) {
-        const closed = once(raw, 'close')
-        raw.destroy()
-        await closed
-      }
-    }
-  }
-}
-
-async function openSocket(
-  app: TestableApp,
-  url: string,
-  headers: Record<string, string>,
-  signal: AbortSignal | undefined
-): Promise<Opened> {
-  if (app.initialConfig.http2 === true || app.server instanceof TlsServer) {
-    throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', "'socket' needs a plain HTTP/1.1 app: use 'inject'")
-  }
-  const sockets = new Set<Socket>()
-  // Connections to this port are handed to the app's own HTTP server.
-  const bridge = createServer((socket) => {
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-    app.server.emit('connection', socket)
-  })
-  await new Promise<void>((resolve) => bridge.listen(0, '127.0.0.1', resolve))
-  const { port } = bridge.address() as AddressInfo
-  return openRequest(new URL(url, `http://127.0.0.1:${port}`), headers, signal, async () => {
-    const closed = new Promise((resolve) => bridge.close(resolve))
-    for (const socket of sockets) socket.destroy()
-    await closed
-    // The app's response hears its socket close on the next turn.
-    await new Promise((resolve) => setImmediate(resolve))
-  })
-}
-
-/** A GET over its own connection (`agent: false`, so hanging up closes the socket); `release` runs after. */
-function openRequest(
-  url: URL,
-  headers: Record<string, string>,
-  signal: AbortSignal | undefined,
-  release: () => Promise<void>
-): Promise<Opened> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { agent: false, headers, signal }, (res) => {
-      const { socket } = res
-      const socketClosed = new Promise<void>((closed) => socket.once('close', () => closed()))
-      resolve({
-        status: res.statusCode as number,
-        headers: res.headers,
-        body: res,
-        hangUp: async () => {
-          req.destroy()
-          socket.destroy()
-          await socketClosed
-          await release()
-        }
-      })
-    })
-    req.on('error', (err) => {
-      void release()
-      reject(err)
-    })
-    req.end()
-  })
 }
