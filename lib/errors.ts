@@ -121,7 +121,7 @@ export const FST_ERR_HTML_SSE_COMPONENT_PROPS = createError<[string]>(
 /** `collectEvents()` or a test client's `waitFor()` did not see enough events in time (or the stream ended first). */
 export const FST_ERR_HTML_SSE_COLLECT_TIMEOUT = createError<[number, number, string, number]>(
   'FST_ERR_HTML_SSE_COLLECT_TIMEOUT',
-  `${P} saw %s of %s events from %s within %sms`,
+  `${P} saw %s of %s events from %s before the stream ended or %sms passed`,
   500
 )
 

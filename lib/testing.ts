@@ -76,7 +76,8 @@ export interface SseClient {
   /** The body text read so far. */
   readonly raw: string
   /**
-   * Resolves to `events` once at least `n` have arrived. Rejects with
+   * Resolves to `events` (the live array: it goes on growing) once at least
+   * `n` have arrived. Rejects with
    * `FST_ERR_HTML_SSE_COLLECT_TIMEOUT` when the stream ends first or after
    * `timeoutMs` (5000 unless told), and with `FST_ERR_HTML_SSE_COLLECT_RESPONSE`
    * when the response is not a 200 `text/event-stream`.
@@ -113,6 +114,12 @@ export async function openEvents(
   if (transport !== 'inject' && transport !== 'socket') {
     throw new FST_ERR_HTML_SSE_OPTION_INVALID('transport', `must be 'inject' or 'socket', got ${String(transport)}`)
   }
+  if (bytesPerSecond !== undefined && !(Number.isFinite(bytesPerSecond) && bytesPerSecond > 0)) {
+    throw new FST_ERR_HTML_SSE_OPTION_INVALID(
+      'bytesPerSecond',
+      `must be a positive number, got ${String(bytesPerSecond)}`
+    )
+  }
   const requestHeaders = { accept: 'text/event-stream', ...headers }
   let opening: Promise<Opened>
   if (typeof target === 'string') {
@@ -139,6 +146,8 @@ export async function openEvents(
     const onAbort = () => void client.close()
     signal.addEventListener('abort', onAbort, { once: true })
     void client.ended.then(() => signal.removeEventListener('abort', onAbort))
+    // Aborted between the head and here: the listener came too late to hear it.
+    if (signal.aborted) onAbort()
   }
   return client
 }

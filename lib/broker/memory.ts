@@ -4,9 +4,7 @@
  * before a restart is never mistaken for one of this run.
  */
 import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../errors.js'
-import { checkReplay } from '../validate.js'
-
-// The Redis and Postgres options check `replay` the same way.
+import { checkName, checkReplay } from '../validate.js'
 
 import type {
   Broker,
@@ -41,9 +39,17 @@ class MemoryBroker implements Broker {
 
   publish(topic: string, body: string, options?: BrokerPublishOptions): Promise<string> {
     if (this.#closed) return Promise.reject(new FST_ERR_HTML_SSE_BROKER_UNAVAILABLE('it is closed'))
+    const key = options?.key
+    // Checked as the Redis and PostgreSQL brokers check it, for a caller that is not the plugin.
+    if (key !== undefined) {
+      try {
+        checkName('key', key)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     const n = ++this.#seq
     const id = `${this.#epoch}-${n}`
-    const key = options?.key
     const event: BrokerEvent =
       key === undefined ? { id, topic, frame: withId(id, body) } : { id, topic, frame: withId(id, body), key }
     if (this.#size > 0) this.#ring[(n - 1) % this.#size] = event

@@ -167,6 +167,29 @@ export function brokerContract(
       )
     })
 
+    t.test('a keyed event keeps its key; a key that is not a name is refused with the coded error', async (t) => {
+      const broker = await spaceFor(t)()
+      const seen = await collect(broker)
+      const keyed = await broker.publish('a', body('keyed'), { key: 'row-1' })
+      for (const key of ['', '\uD800', 7 as unknown as string]) {
+        await t.rejects(
+          broker.publish('a', body('bad key'), { key }),
+          { code: 'FST_ERR_HTML_SSE_OPTION_INVALID' },
+          `key ${JSON.stringify(key)} is refused`
+        )
+      }
+      const after = await broker.publish('a', body('after'))
+      await seen.until(2)
+      t.same(
+        seen.events.map((e) => [e.id, e.key]),
+        [
+          [keyed, 'row-1'],
+          [after, undefined]
+        ],
+        'the keyed event came with its key, then the marker: nothing of the refused publishes'
+      )
+    })
+
     t.test('a listener gets what is published after listen(), and nothing after unlisten()', async (t) => {
       const broker = await spaceFor(t)()
       await broker.publish('a', body('before'))

@@ -7,7 +7,7 @@
  * `schema.ts` (the tables, the statements, the order), `reader.ts` (LISTEN, the
  * poll, gaps, retention), `replay.ts` (the queries a resume asks),
  * `presence.ts` (who is there, per topic, across instances). What it shares
- * with the Redis broker is in `../log/`.
+ * with the Redis broker is in `../shared/`.
  *
  * A keyed event's key is a column of its row; it comes back on the event live,
  * from the window and from a range query alike (`eventOfRow`), and the hub
@@ -16,10 +16,10 @@
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID, FST_ERR_HTML_SSE_TRANSACTION_UNSUPPORTED } from '../../errors.js'
 import { checkName } from '../../validate.js'
-import { LogBroker, Once } from '../log/broker.js'
-import { Replays } from '../log/replays.js'
-import { unavailable } from '../log/timing.js'
-import { RecentWindow } from '../log/window.js'
+import { LogBroker, Once } from '../shared/broker.js'
+import { Replays } from '../shared/replays.js'
+import { unavailable } from '../shared/timing.js'
+import { RecentWindow } from '../shared/window.js'
 import type {
   Broker,
   BrokerLastIdOptions,
@@ -87,7 +87,7 @@ class PostgresLogBroker extends LogBroker implements PostgresBroker {
     this.#db = new Database(resolved)
     this.#sql = statements(resolved)
     const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
-    this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, this.listeners, this.log)
+    this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, this.listeners, this.logger)
     this.#queries = new TableQueries(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
     this.#replays = new Replays(this.#queries)
     this.#presence = new PresenceTable(this.#db, this.#sql)

@@ -12,7 +12,7 @@
  * later.
  */
 import pg from 'pg'
-import { unavailable, withDeadline } from '../log/timing.js'
+import { unavailable, withDeadline } from '../shared/timing.js'
 import type { TransactionClient } from '../types.js'
 import type { PgPool, PgPoolClient, PgResult, ResolvedOptions } from './options.js'
 
@@ -40,9 +40,14 @@ function failed(err: Error): Error {
     : unavailable(`PostgreSQL failed: ${err.message}`, err)
 }
 
-/** Runs `work` under a deadline of `ms`; `onTimeout` runs once when it passes. */
-export function bounded<T>(work: Promise<T>, ms: number, what: () => string, onTimeout?: () => void): Promise<T> {
-  return withDeadline(() => work, ms, what, failed, onTimeout)
+/** Runs `start()` under a deadline of `ms`, failures coded as the broker's; `onTimeout` runs once when it passes. */
+export function bounded<T>(
+  start: () => PromiseLike<T>,
+  ms: number,
+  what: () => string,
+  onTimeout?: () => void
+): Promise<T> {
+  return withDeadline(start, ms, what, failed, onTimeout)
 }
 
 /** The database side of one broker. */
@@ -86,7 +91,7 @@ export class Database {
       if (err === undefined) taken.off?.('error', ignore)
       taken.release(err)
     }
-    const work = (async () => {
+    const work = async () => {
       const taken = await this.#pool.connect()
       if (timedOut) {
         taken.release(true)
@@ -104,7 +109,7 @@ export class Database {
         give(taken, err as Error)
         throw err
       }
-    })()
+    }
     return bounded(
       work,
       this.#options.commandTimeoutMs,
@@ -125,11 +130,10 @@ export class Database {
   inTransaction(client: TransactionClient, text: string, values: unknown[]): Promise<PgResult> {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
     const ms = this.#options.commandTimeoutMs
-    return withDeadline(
+    return bounded(
       () => (client.query as unknown as (t: string, v: unknown[]) => Promise<PgResult>).call(client, text, values),
       ms,
-      () => `PostgreSQL did not answer within ${ms} ms on the transaction's client`,
-      failed
+      () => `PostgreSQL did not answer within ${ms} ms on the transaction's client`
     )
   }
 
@@ -139,7 +143,7 @@ export class Database {
     const client = new pg.Client({ ...this.#config, keepAlive: true }) as unknown as ListenClient
     client.on('error', () => {})
     await bounded(
-      client.connect(),
+      () => client.connect(),
       this.#options.commandTimeoutMs,
       () => `cannot connect to PostgreSQL at ${this.#options.target} within ${this.#options.commandTimeoutMs} ms`,
       () => this.drop(client)

@@ -3,7 +3,7 @@
  * part of a node-postgres (`pg`) pool the broker uses, typed structurally.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import { type LogOptions, optionalMs, resolveLogOptions } from '../log/options.js'
+import { type LogOptions, optionalMs, resolveLogOptions } from '../shared/options.js'
 import type { BrokerLogger } from '../types.js'
 
 /** What a query answers: its rows. */

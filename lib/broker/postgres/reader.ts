@@ -13,9 +13,9 @@
  * goes on after it. The reader also runs retention now and then.
  */
 
-import type { Listeners } from '../log/listeners.js'
-import { Pauses, retryDelay } from '../log/timing.js'
-import type { RecentWindow } from '../log/window.js'
+import type { Listeners } from '../shared/listeners.js'
+import { Pauses, retryDelay } from '../shared/timing.js'
+import type { RecentWindow } from '../shared/window.js'
 import type { BrokerEvent } from '../types.js'
 import { withId } from '../types.js'
 import type { Database, ListenClient } from './connection.js'
@@ -187,7 +187,7 @@ export class LogReader {
 
   #query(client: ListenClient, text: string, values?: unknown[]) {
     return bounded(
-      client.query(text, values),
+      () => client.query(text, values),
       this.#options.commandTimeoutMs,
       () =>
         `PostgreSQL at ${this.#options.target} did not answer the reader within ${this.#options.commandTimeoutMs} ms`

@@ -1,11 +1,11 @@
 /**
- * What a replay asks of the table (the decisions are in `../log/replays.ts`):
+ * What a replay asks of the table (the decisions are in `../shared/replays.ts`):
  * the events after an id up to the reader's position, whether an id newer than
  * the position exists, and the newest id, in the app's transaction's snapshot
  * too. Ids are `<epoch>-<seq>`; the window names the empty table's `0-0`.
  */
-import type { LogQueries } from '../log/replays.js'
-import type { RecentWindow } from '../log/window.js'
+import type { LogQueries } from '../shared/replays.js'
+import type { RecentWindow } from '../shared/window.js'
 import type { BrokerEvent, TransactionClient } from '../types.js'
 import { parseId } from '../types.js'
 import type { Database } from './connection.js'

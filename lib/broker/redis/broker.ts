@@ -6,7 +6,7 @@
  * `options.ts`, `connection.ts` (ownership, health, command timeouts),
  * `reader.ts` (read loop, gap detection), `replay.ts` (the queries a resume
  * asks), `reply.ts` (decoding), `presence.ts` (who is there, per topic, across
- * instances). What it shares with the PostgreSQL broker is in `../log/`: the
+ * instances). What it shares with the PostgreSQL broker is in `../shared/`: the
  * lifecycle, the listeners and their pacing, the recent window, the resume
  * decisions, deadlines and backoff.
  *
@@ -17,10 +17,10 @@
  * travel the same way.
  */
 import { checkName } from '../../validate.js'
-import { LogBroker } from '../log/broker.js'
-import { Replays } from '../log/replays.js'
-import { unavailable } from '../log/timing.js'
-import { RecentWindow } from '../log/window.js'
+import { LogBroker } from '../shared/broker.js'
+import { Replays } from '../shared/replays.js'
+import { unavailable } from '../shared/timing.js'
+import { RecentWindow } from '../shared/window.js'
 import type { Broker, BrokerPublishOptions, BrokerReplay, Presence, PresenceShare } from '../types.js'
 import { compareIds } from '../types.js'
 import { Connections } from './connection.js'
@@ -54,9 +54,9 @@ class RedisStreamBroker extends LogBroker implements RedisBroker {
     const resolved = resolveOptions(options)
     super(resolved.logger, 'FST_HTML_SSE_REDIS')
     this.#options = resolved
-    this.#conns = new Connections(resolved, this.log)
+    this.#conns = new Connections(resolved, this.logger)
     const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
-    this.#reader = new StreamReader(this.#conns, resolved, window, this.listeners, this.log)
+    this.#reader = new StreamReader(this.#conns, resolved, window, this.listeners, this.logger)
     this.#replays = new Replays(new StreamQueries(this.#conns, this.#reader, window, resolved))
     this.#presence = new PresenceStore(this.#conns, resolved)
   }

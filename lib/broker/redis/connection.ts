@@ -15,7 +15,7 @@
  * reply.
  */
 import { createClient } from 'redis'
-import { retryDelay, unavailable, withDeadline } from '../log/timing.js'
+import { retryDelay, unavailable, withDeadline } from '../shared/timing.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
 
 /** The first failed reply of a pipeline that failed as a whole (node-redis's MultiErrorReply), else `err`. */

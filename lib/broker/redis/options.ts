@@ -3,7 +3,7 @@
  * of a node-redis client the broker uses.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import { type LogOptions, optionalMs, resolveLogOptions } from '../log/options.js'
+import { type LogOptions, optionalMs, resolveLogOptions } from '../shared/options.js'
 import type { BrokerLogger } from '../types.js'
 
 /**

@@ -43,7 +43,7 @@
  * `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE`, as publishing does.
  */
 import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
-import { unavailable } from '../log/timing.js'
+import { unavailable } from '../shared/timing.js'
 import type { Presence, PresenceShare } from '../types.js'
 import type { Connections } from './connection.js'
 import type { RedisClient, ResolvedOptions } from './options.js'

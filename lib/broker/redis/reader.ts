@@ -1,8 +1,9 @@
 /**
  * The read loop: one `XREAD BLOCK` at a time on the broker's own connection,
  * from the last id it delivered, so an outage skips nothing still in the
- * stream. It owns the reader's position, the recent window, pacing and gap
- * detection.
+ * stream. It owns the reader's position and gap detection, and fills the
+ * recent window; the listeners and the pace of delivery are
+ * `../shared/listeners.ts`.
  *
  * Gap detection. The stream is trimmed by time (`retentionMs`, see
  * publish), so a reader whose batch spans less than half of it, and is not
@@ -16,9 +17,10 @@
  * after its position were removed, it tells its listeners' `onGap` the head
  * (`last-generated-id`), forgets the recent window and goes on after the head.
  */
-import type { Listeners } from '../log/listeners.js'
-import { Pauses, retryDelay, unavailable } from '../log/timing.js'
-import type { RecentWindow } from '../log/window.js'
+import { Once } from '../shared/broker.js'
+import type { Listeners } from '../shared/listeners.js'
+import { Pauses, retryDelay, unavailable } from '../shared/timing.js'
+import type { RecentWindow } from '../shared/window.js'
 import { compareIds } from '../types.js'
 import type { Connections } from './connection.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
@@ -60,6 +62,7 @@ export class StreamReader {
   readonly #pauses = new Pauses()
   #client: RedisClient | null = null
   #loop: Promise<void> | null = null
+  readonly #started = new Once(() => this.#start())
   /** The id of the last entry delivered (or skipped past): the next XREAD starts after it. */
   #position = '0-0'
   /** How many entries the stream had ever received up to `#position` (`entries-added`). */
@@ -113,8 +116,17 @@ export class StreamReader {
     )
   }
 
-  /** Connects, takes the head as the starting position and starts the loop. */
-  async start(): Promise<void> {
+  /**
+   * Connects, takes the head as the starting position and starts the loop;
+   * once: a call while it starts, or after, shares that start (the broker may
+   * call again when its command connection failed beside it). Again after a
+   * failed start.
+   */
+  start(): Promise<void> {
+    return this.#started.get()
+  }
+
+  async #start(): Promise<void> {
     const client = await this.#conns.reader()
     try {
       const info = await this.#info(client, true)

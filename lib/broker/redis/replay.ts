@@ -1,11 +1,11 @@
 /**
- * What a replay asks of Redis (the decisions are in `../log/replays.ts`): the
+ * What a replay asks of Redis (the decisions are in `../shared/replays.ts`): the
  * events after an id up to the reader's position (`XRANGE <lastId> <position>`),
  * whether an id newer than the position exists (`XRANGE <id> <id>`), and the
  * newest id (`XREVRANGE`). Ids are Redis's own; the empty stream's is `0-0`.
  */
-import type { LogQueries } from '../log/replays.js'
-import type { RecentWindow } from '../log/window.js'
+import type { LogQueries } from '../shared/replays.js'
+import type { RecentWindow } from '../shared/window.js'
 import type { BrokerEvent } from '../types.js'
 import { parseId } from '../types.js'
 import type { Connections } from './connection.js'

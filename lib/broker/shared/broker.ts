@@ -59,7 +59,7 @@ export abstract class LogBroker {
   }
 
   /** Where the broker's parts report: read at each report, so `useLogger` reaches them. */
-  protected readonly log = (): BrokerLogger => this.#logger
+  protected readonly logger = (): BrokerLogger => this.#logger
 
   /** Reports outages to `logger` unless the `logger` option was given (the plugin calls this with `app.log`). */
   useLogger(logger: BrokerLogger): void {

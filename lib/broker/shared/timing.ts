@@ -1,7 +1,7 @@
 /**
- * Time in the log brokers: the coded error every failed broker operation
- * rejects with, one deadline on an operation, the backoff between attempts,
- * and pauses a loop can be woken from.
+ * Time in the Redis and PostgreSQL brokers: one deadline on an operation, the
+ * backoff between attempts, and pauses a loop can be woken from; with the coded
+ * error a missed deadline (or any failed broker operation) rejects with.
  */
 import { FST_ERR_HTML_SSE_BROKER_UNAVAILABLE } from '../../errors.js'
 
@@ -15,7 +15,7 @@ export function unavailable(reason: string, cause?: unknown): Error {
   return err
 }
 
-/** The wait before attempt `n + 1` after `n` failures: 50 ms doubling up to 2 s; `jitter` adds up to 50 ms so instances do not retry in step. */
+/** The wait before a retry: 50 ms × 2^`n` up to 2 s; `jitter` adds up to 50 ms so instances do not retry in step. */
 export function retryDelay(n: number, jitter = false): number {
   const ms = Math.min(RETRY_BASE_MS * 2 ** n, RETRY_MAX_MS)
   return jitter ? ms + Math.floor(Math.random() * RETRY_BASE_MS) : ms
@@ -41,9 +41,10 @@ export function withDeadline<T>(
       reject(unavailable(late()))
       onLate?.()
     }, ms)
-    let work: PromiseLike<T>
+    let work: Promise<T>
     try {
-      work = start()
+      // A plain value or a thenable from an app's client is taken as a promise would be.
+      work = Promise.resolve(start())
     } catch (err) {
       work = Promise.reject(err)
     }
@@ -58,7 +59,11 @@ export function withDeadline<T>(
         if (settled) return
         settled = true
         clearTimeout(timer)
-        reject(failed(err))
+        try {
+          reject(failed(err instanceof Error ? err : new Error(String(err))))
+        } catch (wrapping) {
+          reject(wrapping)
+        }
       }
     )
   })

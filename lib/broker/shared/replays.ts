@@ -67,18 +67,18 @@ function shared<T>(running: Map<string, T>, key: string, make: () => T, pending:
 
 /** Answers `replay` and `lastId` for one log broker, from its reader's position, its window, or its store. */
 export class Replays {
-  readonly #log: LogQueries
+  readonly #queries: LogQueries
   readonly #fetches = new Map<string, Fetch>()
   readonly #checks = new Map<string, Promise<boolean>>()
 
-  constructor(log: LogQueries) {
-    this.#log = log
+  constructor(queries: LogQueries) {
+    this.#queries = queries
   }
 
   async replay(topics: readonly string[], lastId: string): Promise<BrokerReplay> {
-    const log = this.#log
-    if (!log.owns(lastId)) return this.#notFound()
-    const bound = log.reader.running ? log.reader.position : null
+    const queries = this.#queries
+    if (!queries.owns(lastId)) return this.#notFound()
+    const bound = queries.reader.running ? queries.reader.position : null
     if (bound !== null) {
       if (lastId === bound) return { found: true, events: [] }
       if (compareIds(lastId, bound) > 0) {
@@ -86,12 +86,12 @@ export class Replays {
         const exists = await shared(
           this.#checks,
           lastId,
-          () => log.exists(lastId),
+          () => queries.exists(lastId),
           (p) => p
         )
         return exists ? { found: true, events: [] } : this.#notFound()
       }
-      const recent = log.window.after(log.windowId?.(lastId) ?? lastId)
+      const recent = queries.window.after(queries.windowId?.(lastId) ?? lastId)
       if (recent !== null) return { found: true, events: only(recent, topics) }
     }
     const events = await this.#fetch(lastId, bound)
@@ -103,31 +103,33 @@ export class Replays {
    * this instance's newest publish, when that is later), else the store's.
    */
   lastId(published: string | null): Promise<string> {
-    const reader = this.#log.reader
-    if (!reader.current()) return this.#log.head()
+    const reader = this.#queries.reader
+    if (!reader.current()) return this.#queries.head()
     const at = reader.position
     return Promise.resolve(published !== null && compareIds(published, at) > 0 ? published : at)
   }
 
   async #notFound(): Promise<BrokerReplay> {
     // The hub's reset carries this id and its live events follow it: the reader's position fits exactly.
-    const reader = this.#log.reader
-    return { found: false, head: reader.running ? reader.position : await this.#log.head() }
+    const reader = this.#queries.reader
+    return { found: false, head: reader.running ? reader.position : await this.#queries.head() }
   }
 
   async #fetch(lastId: string, bound: string | null): Promise<BrokerEvent[] | null> {
     const fetch = shared(
       this.#fetches,
       lastId,
-      (): Fetch => ({ bound, events: this.#log.range(lastId, bound) }),
+      (): Fetch => ({ bound, events: this.#queries.range(lastId, bound) }),
       (f) => f.events
     )
     const events = await fetch.events
     if (events === null || fetch.bound === bound || bound === null) return events
+    // Joined a query sent before the reader ran: it went up to the store's head then, not to ours.
+    if (fetch.bound === null) return this.#queries.range(lastId, bound)
     // Joined a query sent at an earlier position: add what the reader delivered since, up to ours.
-    const since = fetch.bound === null ? [] : this.#log.window.after(fetch.bound)
-    if (since === null) return this.#log.range(lastId, bound)
+    const since = this.#queries.window.after(this.#queries.windowId?.(fetch.bound) ?? fetch.bound)
+    if (since === null) return this.#queries.range(lastId, bound)
     const more = since.filter((e) => compareIds(e.id, bound) <= 0)
-    return events.length + more.length > this.#log.replay ? null : [...events, ...more]
+    return events.length + more.length > this.#queries.replay ? null : [...events, ...more]
   }
 }
