@@ -27,7 +27,7 @@ import t, { type Test } from 'tap'
 import { HtmxScripts, Partial, SseSource } from '../components/index.js'
 import { redisBroker } from '../lib/broker/redis.js'
 import htmlSse, { type Broker, type HtmlSseOptions, memoryBroker, type SseSink } from '../lib/index.js'
-import { forward, launchChromium, startProxy } from './helpers/browser.js'
+import { forward, launchChromium, listenUntilTeardown, startProxy } from './helpers/browser.js'
 import { itemsOf, itemsPage } from './helpers/items-page.js'
 import { childInstance, privateRedis, uniquePrefix } from './helpers/redis.js'
 import { type Client, connect, until } from './helpers/sse.js'
@@ -376,15 +376,7 @@ async function redisRelay(t: Test, port: number) {
     socket.pipe(upstream)
     upstream.pipe(socket)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      })
-  )
-  const { port: relayPort } = server.address() as { port: number }
+  const relayPort = await listenUntilTeardown(t, server, sockets)
   return {
     url: `redis://127.0.0.1:${relayPort}`,
     cut() {
@@ -422,17 +414,7 @@ async function refusedAtFirstConnect(
   await until(() => a.held === MANY, 20_000, 'every page to make its first connect')
   a.gate = null
   release()
-  await until(
-    () => tabs.every((tab) => a.streams.some((s) => s.tab === tab && s.refused)),
-    20_000,
-    'every page to be refused'
-  )
-  for (const holder of held) holder.close()
-  await until(() => a.app.sse.stats().topics.items === MANY, 30_000, 'every page to come back')
-  checkSpread(t, await sentTimes(sent, tabs, afterRefusal(a.streams)), MANY)
-  checkPositions(t, a.streams)
-  await feed.further(3, 'items after the pages came back')
-  await checkPages(t, feed, pages, errors)
+  await backAfterRefusal(t, { a, feed, held, tabs, sent, pages, errors }, 20_000, 'every page to be refused')
 }
 
 /** Refused at a reconnect: the streams end, and while the pages reconnect other streams take the slots. */
@@ -458,11 +440,21 @@ async function refusedAtReconnect(t: Test, client: ClientKind): Promise<void> {
   await until(() => a.app.sse.stats().connections === MANY, 10_000, 'the holders to take every slot')
   a.gate = null
   release()
-  await until(
-    () => tabs.every((tab) => a.streams.some((s) => s.tab === tab && s.refused)),
-    10_000,
-    'every reconnect to be refused'
-  )
+  await backAfterRefusal(t, { a, feed, held, tabs, sent, pages, errors }, 10_000, 'every reconnect to be refused')
+}
+
+/**
+ * Once every page was refused, the holders let go: every page comes back by
+ * itself, spread out, at the position it had, and gets what follows.
+ */
+async function backAfterRefusal(
+  t: Test,
+  run: { a: Instance; feed: Feed; held: Client[]; tabs: string[]; sent: Sent; pages: Page[]; errors: string[] },
+  ms: number,
+  what: string
+): Promise<void> {
+  const { a, feed, held, tabs, sent, pages, errors } = run
+  await until(() => tabs.every((tab) => a.streams.some((s) => s.tab === tab && s.refused)), ms, what)
   for (const holder of held) holder.close()
   await until(() => a.app.sse.stats().topics.items === MANY, 30_000, 'every page to come back')
   checkSpread(t, await sentTimes(sent, tabs, afterRefusal(a.streams)), MANY)

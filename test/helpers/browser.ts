@@ -76,6 +76,23 @@ export async function startProxy(
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
   })
+  const port = await listenUntilTeardown(t, server, sockets)
+  return { base: `http://127.0.0.1:${port}`, sockets }
+}
+
+/**
+ * Listens on a free 127.0.0.1 port and resolves to it; at teardown `sockets`
+ * are destroyed and the server is closed.
+ */
+export async function listenUntilTeardown(
+  t: Test,
+  server: {
+    listen(port: number, host: string, done: () => void): unknown
+    close(done: () => void): unknown
+    address(): unknown
+  },
+  sockets: Set<Socket>
+): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(
     () =>
@@ -84,7 +101,7 @@ export async function startProxy(
         server.close(() => resolve())
       })
   )
-  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, sockets }
+  return (server.address() as AddressInfo).port
 }
 
 /** Passes `req` on to `target` and its answer back; `watch` sees the upstream response before it is piped. */
