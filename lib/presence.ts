@@ -2,9 +2,17 @@
  * Presence: who holds streams on a topic, across every instance sharing the
  * broker. Each instance counts its own streams and members per topic and
  * shares what changed with the broker (`sharePresence`) within
- * `PRESENCE_FLUSH_MS`, and all of it again every `PRESENCE_REFRESH_MS`; a
- * share lives `PRESENCE_TTL_MS`, so the shares of an instance that died leave
- * by themselves. The cost is per changed topic and per refresh, never per stream.
+ * `PRESENCE_FLUSH_MS`, and renews its shares every `PRESENCE_REFRESH_MS`; a
+ * share lives `PRESENCE_TTL_MS` past its last renewal, so the shares of an
+ * instance that died leave by themselves.
+ *
+ * The renewal: with a broker that has `presenceRenewal` (Redis, PostgreSQL),
+ * every call renews the whole instance, so a renewal is one call with an empty
+ * map, whatever the number of topics; when the broker answers `false` (the
+ * instance was not live: its shares may be gone), every topic not in that call
+ * is shared again at the next flush. With a broker without it, a renewal shares
+ * every topic again, as brokers written for the earlier contract expect. The
+ * cost is per changed topic and per renewal, never per stream.
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
@@ -12,7 +20,7 @@ import type { Broker, Presence, PresenceShare } from './broker/types.js'
 
 /** Presence changes are shared this long after the first, together. */
 const PRESENCE_FLUSH_MS = 200
-/** Every topic with local streams is shared again this often... */
+/** The instance's shares are renewed this often... */
 const PRESENCE_REFRESH_MS = 4000
 /** ...and a share lives this long: an instance that died leaves presence within it. */
 const PRESENCE_TTL_MS = 12_000
@@ -33,6 +41,11 @@ export class PresenceBook {
   constructor(broker: Broker, log: FastifyBaseLogger) {
     this.#broker = broker
     this.#log = log
+  }
+
+  /** Whether a call with an empty map renews every share of this instance (`Broker.presenceRenewal`). */
+  get #renews(): boolean {
+    return this.#broker.presenceRenewal === true
   }
 
   /** Whether the broker shares presence between instances. */
@@ -112,20 +125,38 @@ export class PresenceBook {
     void this.#send(shares)
   }
 
-  /** Shares every topic this instance holds again, so its shares outlive their TTL while it lives. */
+  /**
+   * Renews this instance's shares, so they outlive their TTL while it lives:
+   * one empty call with a broker that renews the instance, else every topic again.
+   */
   readonly #shareAll = (): void => {
     const shares = new Map<string, PresenceShare | null>()
+    if (this.#renews) {
+      // Topics whose last share failed go along; nothing held: nothing to keep alive.
+      for (const topic of this.#dirty) shares.set(topic, this.#share(topic))
+      this.#dirty.clear()
+      if (this.#topics.size > 0 || shares.size > 0) void this.#send(shares, true)
+      return
+    }
     for (const topic of this.#topics.keys()) shares.set(topic, this.#share(topic))
     void this.#send(shares)
   }
 
-  #send(shares: Map<string, PresenceShare | null>): Promise<void> {
+  /** Shares `shares` (a `renewal` even when empty). */
+  #send(shares: Map<string, PresenceShare | null>, renewal = false): Promise<void> {
     const share = this.#broker.sharePresence
-    if (share === undefined || shares.size === 0) return Promise.resolve()
-    return share.call(this.#broker, this.#instance, shares, PRESENCE_TTL_MS).catch((err: unknown) => {
-      // Shared again at the next change or refresh; until then presence lags.
-      if (!this.#stopped) for (const topic of shares.keys()) this.#dirty.add(topic)
-      this.#log.warn({ err }, 'fastify-html-sse: presence could not be shared; it is tried again')
-    })
+    if (share === undefined || (shares.size === 0 && !renewal)) return Promise.resolve()
+    return share.call(this.#broker, this.#instance, shares, PRESENCE_TTL_MS).then(
+      (live) => {
+        // The instance had lapsed: its earlier shares may be gone; share what this call did not carry.
+        if (live !== false || !this.#renews || this.#stopped) return
+        for (const topic of this.#topics.keys()) if (!shares.has(topic)) this.#changed(topic)
+      },
+      (err: unknown) => {
+        // Shared again at the next change or refresh; until then presence lags.
+        if (!this.#stopped) for (const topic of shares.keys()) this.#dirty.add(topic)
+        this.#log.warn({ err }, 'fastify-html-sse: presence could not be shared; it is tried again')
+      }
+    )
   }
 }

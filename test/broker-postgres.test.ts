@@ -162,6 +162,21 @@ t.test('a table of an earlier version gains the key column and the presence tabl
   const again = postgresBroker({ pool, table })
   t.teardown(() => again.close())
   t.same(await again.presence('a'), { streams: 2, members: ['x'] }, 'a second broker reads it')
+  // The version before instance renewals: a presence table, no `_presence_live`; its rows count by their own expiry.
+  await broker.sharePresence('i1', new Map([['a', null]]), 12_000)
+  await pool.query(`DROP TABLE "${table}_presence_live"`)
+  await pool.query(
+    `INSERT INTO "${table}_presence" VALUES ('a', 'earlier', 1, '["e"]', now() + interval '1 minute'), ('a', 'lapsed', 5, '[]', now() - interval '1 second')`
+  )
+  const renewing = postgresBroker({ pool, table })
+  t.teardown(() => renewing.close())
+  t.same(
+    await renewing.presence('a'),
+    { streams: 1, members: ['e'] },
+    "a broker of this version adds `_presence_live`; an earlier version's live row counts, its lapsed one not"
+  )
+  await renewing.sharePresence('i2', new Map([['a', { streams: 4, members: ['y'] }]]), 12_000)
+  t.same(await again.presence('a'), { streams: 5, members: ['e', 'y'] }, 'the live instances of both versions add up')
 })
 
 t.test('keys: refused when empty, not a string or holding NUL; control entries go through', async (t) => {
@@ -231,17 +246,33 @@ t.test('presence through one broker: shares, leaves, lapses, members kept exactl
   await two.sharePresence('i3', new Map([['t', { streams: 7, members: ['gone'] }]]), 1)
   await until(async () => (await one.presence('t')).streams === 3, 5000, 'the 1 ms share to lapse')
   t.same(await one.presence('t'), { streams: 3, members: ['Z', 'b', 'r'] }, 'a lapsed share counts for nothing')
-  // Long-lapsed rows of other instances are swept by a new broker's first share.
-  await pool.query(`UPDATE "${table}_presence" SET expires_at = now() - interval '1 hour' WHERE instance = 'i2'`)
+  // Every call renews all of an instance's shares: i1's rows have not been shared again, and count.
+  t.equal(await one.sharePresence('i1', new Map(), 60_000), true, 'a renewal without topics: i1 was live')
+  await pool.query(`UPDATE "${table}_presence" SET expires_at = now() - interval '1 hour' WHERE instance = 'i1'`)
+  t.same(await one.presence('u'), { streams: 1, members: [] }, "a share counts while its instance's renewal does")
+  // Instances lapsed a whole TTL ago are swept with their rows by a new broker's first share.
+  await pool.query(`UPDATE "${table}_presence_live" SET expires_at = now() - interval '1 hour' WHERE instance = 'i2'`)
+  t.same(await one.presence('t'), { streams: 1, members: ['r'] }, 'a lapsed instance counts for nothing')
   const three = postgresBroker({ pool, table })
   t.teardown(() => three.close())
-  await three.sharePresence('i4', new Map([['v', { streams: 1, members: [] }]]), 60_000)
+  t.equal(
+    await three.sharePresence('i4', new Map([['v', { streams: 1, members: [] }]]), 60_000),
+    false,
+    'new: not live'
+  )
   const left = await pool.query(`SELECT instance FROM "${table}_presence" ORDER BY instance`)
   t.same(
     left.rows.map((r) => r.instance),
     ['i1', 'i1', 'i3', 'i4'],
-    'the row lapsed a whole TTL ago (i2) was swept; the live ones and the one that lapsed just now (i3) stay'
+    'the rows of the instance lapsed a whole TTL ago (i2) were swept; the live ones and the one that lapsed just now (i3) stay'
   )
+  const live = await pool.query(`SELECT instance FROM "${table}_presence_live" ORDER BY instance`)
+  t.same(
+    live.rows.map((r) => r.instance),
+    ['i1', 'i3', 'i4'],
+    'and so was the instance (i2)'
+  )
+  t.equal(await two.sharePresence('i2', new Map(), 60_000), false, 'i2, renewed after it was swept, is told so')
   t.same(await three.presence('t'), { streams: 1, members: ['r'] }, 'and presence is the same')
 })
 

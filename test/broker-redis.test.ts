@@ -568,7 +568,8 @@ for (const [name, make] of [
     const b = make(prefix)
     t.teardown(() => Promise.all([a.close(), b.close()]))
     const share = (streams: number, members: string[]) => ({ streams, members })
-    await a.sharePresence(
+    t.equal(a.presenceRenewal, true, 'every call renews the whole instance')
+    const first = await a.sharePresence(
       'A',
       new Map([
         ['room', share(3, ['ann', 'zoe'])],
@@ -576,16 +577,22 @@ for (const [name, make] of [
       ]),
       12_000
     )
+    t.equal(first, false, 'the first call: the instance was not live before')
+    t.equal(await a.sharePresence('A', new Map(), 12_000), true, 'a renewal (no topics): it was live')
     await b.sharePresence('B', new Map([['room', share(2, ['Bob', 'ann'])]]), 12_000)
     t.same(await b.presence('room'), { streams: 5, members: ['Bob', 'ann', 'zoe'] }, 'added up, distinct, sorted')
     t.same(await a.presence('other'), { streams: 1, members: [] }, 'streams without members')
     t.same(await a.presence('none'), { streams: 0, members: [] }, 'a topic nobody shares')
-    // Both on Redis's clock: when the hash expires, and until when A's share counts.
-    const expiresAt = Number(await admin.sendCommand(['PEXPIRETIME', `${prefix}presence:room`]))
-    const lapses = JSON.parse(String(await admin.sendCommand(['HGET', `${prefix}presence:room`, 'A']))).until
-    t.ok(
-      expiresAt > lapses && expiresAt < lapses + 12_000,
-      `the hash expires a little after the newest share lapses (${expiresAt - lapses} ms after)`
+    // On Redis's clock: until when A counts; the hash itself never expires (a share lives with its instance).
+    const [seconds] = (await admin.sendCommand(['TIME'])) as string[]
+    const lapses = Number(await admin.sendCommand(['ZSCORE', `${prefix}presence-instances`, 'A']))
+    const ahead = lapses - Number(seconds) * 1000
+    t.ok(ahead > 10_000 && ahead <= 13_000, `A counts until 12 s after its last call (${ahead} ms ahead)`)
+    t.equal(Number(await admin.sendCommand(['PTTL', `${prefix}presence:room`])), -1, 'the hash has no expiry')
+    t.same(
+      ((await admin.sendCommand(['SMEMBERS', `${prefix}presence-topics:A`])) as string[]).sort(),
+      ['other', 'room'],
+      "A's topics, for the sweep"
     )
 
     await a.sharePresence('A', new Map([['room', null]]), 12_000)
@@ -593,24 +600,29 @@ for (const [name, make] of [
     await b.sharePresence('B', new Map([['room', null]]), 12_000)
     t.equal(Number(await admin.sendCommand(['EXISTS', `${prefix}presence:room`])), 0, 'the last withdrawal')
 
-    // A share that is not renewed lapses; a share lapsed as long again is deleted.
+    // An instance that is not renewed lapses with all its shares; a read deletes its fields, a renewal the rest.
     await b.sharePresence('B', new Map([['other', share(4, ['cid'])]]), 1500)
     t.same(await a.presence('other'), { streams: 5, members: ['cid'] }, 'a short-lived share counts')
     await until(async () => (await a.presence('other')).streams === 1, 10_000, 'the short share to lapse')
     t.same(await a.presence('other'), { streams: 1, members: [] }, 'it lapsed by itself')
     await until(
-      async () => {
-        await a.presence('other')
-        return Number(await admin.sendCommand(['HEXISTS', `${prefix}presence:other`, 'B'])) === 0
-      },
+      async () => Number(await admin.sendCommand(['HEXISTS', `${prefix}presence:other`, 'B'])) === 0,
       10_000,
-      'the lapsed share to be deleted'
+      'the lapsed share to be deleted by the read'
     )
     t.equal(
       Number(await admin.sendCommand(['HEXISTS', `${prefix}presence:other`, 'A'])),
       1,
-      'a presence call deleted the long-lapsed share, and only it'
+      'a presence call deleted the lapsed share, and only it'
     )
+    await a.sharePresence('A', new Map(), 12_000)
+    await until(
+      async () => (await admin.sendCommand(['ZSCORE', `${prefix}presence-instances`, 'B'])) === null,
+      10_000,
+      "A's renewal to sweep the lapsed B"
+    )
+    t.equal(Number(await admin.sendCommand(['EXISTS', `${prefix}presence-topics:B`])), 0, "B's topic set is gone")
+    t.equal(await b.sharePresence('B', new Map(), 12_000), false, 'B, renewed after it lapsed, is told so')
   })
 }
 
@@ -622,7 +634,7 @@ t.test('presence follows Redis clock, not the hosts: skewed instances agree on w
   t.teardown(() => Promise.all([reader.close(), behind.close(), ahead.close()]))
   const realNow = Date.now
   /** Runs `share` on a host whose clock is `skew` ms off. */
-  const skewed = async (skew: number, share: () => Promise<void>) => {
+  const skewed = async (skew: number, share: () => Promise<unknown>) => {
     Date.now = () => realNow() + skew
     try {
       await share()
@@ -646,7 +658,10 @@ t.test('presence costs a fixed number of commands per call, whatever the streams
   const prefix = uniquePrefix()
   const broker = redisBroker({ url, prefix })
   t.teardown(() => broker.close())
-  const names = ['multi', 'exec', 'hset', 'pexpire', 'hdel', 'time', 'hgetall']
+  const names = ['multi', 'exec', 'hset', 'sadd', 'hdel', 'srem', 'zscore', 'zadd', 'zrangebyscore', 'time']
+  names.push('hgetall', 'zrange', 'eval')
+  const none = Object.fromEntries(names.map((name) => [name, 0]))
+  const renewal = { zscore: 1, zadd: 1, zrangebyscore: 1, time: 1 }
   const count = async () => {
     const out: Record<string, number> = {}
     for (const name of names) out[name] = (await calls(name)).calls
@@ -659,7 +674,7 @@ t.test('presence costs a fixed number of commands per call, whatever the streams
   await broker.sharePresence('I', new Map([['x', { streams: 5000, members: many }]]), 12_000)
   t.same(
     delta(before, await count()),
-    { multi: 0, exec: 0, hset: 1, pexpire: 1, hdel: 0, time: 2, hgetall: 0 },
+    { ...none, ...renewal, hset: 1, sadd: 1, time: 2 },
     'the first share: one TIME to learn the clock, then one pipeline'
   )
   before = await count()
@@ -674,17 +689,20 @@ t.test('presence costs a fixed number of commands per call, whatever the streams
   )
   t.same(
     delta(before, await count()),
-    { multi: 0, exec: 0, hset: 2, pexpire: 2, hdel: 1, time: 1, hgetall: 0 },
-    'three topics: one pipeline, at most 2n + 1 commands'
+    { ...none, ...renewal, hset: 2, sadd: 2, hdel: 1, srem: 1 },
+    'three topics: one pipeline, 2n + 4 commands'
   )
+  before = await count()
+  await broker.sharePresence('I', new Map(), 12_000)
+  t.same(delta(before, await count()), { ...none, ...renewal }, 'a renewal: 4 commands, whatever the topics')
   before = await count()
   const p = await broker.presence('x')
   t.equal(p.streams, 4999)
   t.equal(p.members.length, 4999)
   t.same(
     delta(before, await count()),
-    { multi: 0, exec: 0, hset: 0, pexpire: 0, hdel: 0, time: 1, hgetall: 1 },
-    'presence: TIME and HGETALL'
+    { ...none, time: 1, hgetall: 1, zrange: 1 },
+    'presence: TIME, HGETALL and ZRANGE of the instances'
   )
 })
 
@@ -713,8 +731,15 @@ t.test('presence: a frozen Redis, a wrong key type and a closed broker reject wi
   await other.set('p:presence:text', 'not a hash')
   // Fields the broker did not write (another version, a hand edit) count for nothing and are left alone.
   await other.hSet('p:presence:room', { junk: 'not json', odd: '{"streams":"2"}', none: 'null' })
-  other.destroy()
   t.same(await broker.presence('room'), { streams: 1, members: ['ann'] }, 'fields that are not shares are ignored')
+  // Fields of an earlier version carry their own expiry: counted until it, deleted a TTL after it.
+  const earlier = (until: number) => JSON.stringify({ streams: 2, members: ['old'], until, ttl: 12_000 })
+  await other.hSet('p:presence:room', { live: earlier(Date.now() + 60_000), gone: earlier(Date.now() - 30_000) })
+  t.same(await broker.presence('room'), { streams: 3, members: ['ann', 'old'] }, "an earlier version's live share")
+  await until(async () => !(await other.hExists('p:presence:room', 'gone')), 5000, 'the long-lapsed one to go')
+  t.ok(await other.hExists('p:presence:room', 'junk'), 'what is no share is left alone')
+  await other.hDel('p:presence:room', 'live')
+  other.destroy()
   await t.rejects(
     broker.sharePresence('I', new Map([['text', { streams: 1, members: [] }]]), 12_000),
     { code: UNAVAILABLE, message: /WRONGTYPE/ },

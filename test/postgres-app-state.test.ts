@@ -10,6 +10,7 @@ import t, { type Test } from 'tap'
 import { resolveOptions } from '../lib/broker/postgres/options.js'
 import { statements } from '../lib/broker/postgres/schema.js'
 import { postgresBroker } from '../lib/broker/postgres.js'
+import type { Broker } from '../lib/index.js'
 import { stateChild, stateInstance } from './helpers/app-state.js'
 import { appStateSuite } from './helpers/app-state-suite.js'
 import { inTransaction, privateDatabase, recordingPool, uniqueTable } from './helpers/postgres.js'
@@ -27,27 +28,41 @@ t.teardown(() => admin.end())
 const instance = (t: Test, table: string) => stateInstance(t, postgresBroker({ connectionString: url, table }))
 /** The statements of the broker's own, by the names the suite counts them by. */
 const STATEMENTS = { 'share statement': 'share', 'presence query': 'presence', 'range query': 'range' } as const
-/** What the recording pools of each table's counted instances ran. */
-const recorded = new Map<string, string[][]>()
+/** What the recording pools of each table's counted instances ran, and with what parameters. */
+const recorded = new Map<string, Array<{ texts: string[]; values: unknown[][] }>>()
+/** The parameters of every statement `name` the counted instances of `table` ran. */
+function ranWith(table: string, name: keyof typeof STATEMENTS): unknown[][] {
+  const text = statements(resolveOptions({ table }))[STATEMENTS[name]]
+  return (recorded.get(table) ?? []).flatMap(({ texts, values }) =>
+    texts.flatMap((sent, i) => (sent === text ? [values[i] ?? []] : []))
+  )
+}
 
 appStateSuite(t, {
   name: 'Postgres',
   space: uniqueTable,
-  async instance(t, table, { counted = false } = {}) {
-    if (!counted) return instance(t, table)
-    const { pool, texts } = recordingPool(t, url)
-    recorded.set(table, [...(recorded.get(table) ?? []), texts])
-    return stateInstance(t, postgresBroker({ pool, table }))
+  async instance(t, table, { counted = false, wrap = (broker: Broker) => broker } = {}) {
+    if (!counted) return stateInstance(t, wrap(postgresBroker({ connectionString: url, table })))
+    const { pool, texts, values } = recordingPool(t, url)
+    recorded.set(table, [...(recorded.get(table) ?? []), { texts, values }])
+    return stateInstance(t, wrap(postgresBroker({ pool, table })))
   },
   child: (t, table) => stateChild(t, 'postgres', url, table),
   operations: {
     share: 'share statement',
+    renew: 'share statement',
+    work: 'statements',
     presence: [{ name: 'presence query' }],
     range: 'range query'
   },
-  async ran(table, name) {
-    const text = statements(resolveOptions({ table }))[STATEMENTS[name as keyof typeof STATEMENTS]]
-    return (recorded.get(table) ?? []).flat().filter((sent) => sent === text).length
+  ran: async (table, name) => ranWith(table, name as keyof typeof STATEMENTS).length,
+  // Each share statement writes the rows of the topics in its $2.
+  topicsShared: async (table) =>
+    ranWith(table, 'share statement').reduce((sum: number, [, rows]) => sum + JSON.parse(String(rows)).length, 0),
+  presenceWork: async (table) => ranWith(table, 'share statement').length + ranWith(table, 'presence query').length,
+  async forgetPresence(table) {
+    await admin.query(`DELETE FROM "${table}_presence"`)
+    await admin.query(`DELETE FROM "${table}_presence_live"`)
   },
   emptyLogId: /^\d+-0$/,
   latencyRounds: 50,

@@ -46,6 +46,16 @@
  *   shares, per topic, how many streams and which members it holds; a share
  *   lives `ttlMs` unless shared again, so a dead instance's shares leave by
  *   themselves. `presence(topic)` adds up the live shares of every instance.
+ *   The hub shares what changed within 200 ms and renews every 4 s: a broker
+ *   without `presenceRenewal` gets every topic the instance holds again at each
+ *   renewal; one with `presenceRenewal: true` gets an empty map, because with
+ *   it every `sharePresence` call (an empty map included) renews ALL of the
+ *   instance's shares for `ttlMs`: a share lives as long as its instance is
+ *   renewed, until replaced or withdrawn (null). Such a broker resolves
+ *   `sharePresence` to `false` when the instance was not live before the call
+ *   (its first call, or it was not renewed within `ttlMs`, so its earlier
+ *   shares may have been removed): the hub then shares every topic it holds
+ *   again. A renewal thus costs the same for 1 topic or 10,000.
  */
 
 /** The topic of control entries: the empty string, which no stream can subscribe to. */
@@ -150,10 +160,24 @@ export interface Broker {
   /** Stops delivery and releases what the broker created. Idempotent. */
   close(): Promise<void>
   /**
-   * Optional, with `presence`: replaces this instance's shares of the topics in
-   * `shares` (null: none left), each living `ttlMs` unless shared again.
+   * Optional, with `sharePresence`: true when every `sharePresence` call (an
+   * empty map included) renews ALL of the instance's shares for `ttlMs`, so the
+   * hub renews with an empty map instead of sharing every topic again. Such a
+   * broker resolves `sharePresence` to `false` when the instance was not live
+   * before the call (its shares may be gone): the hub then shares them all again.
    */
-  sharePresence?(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
+  readonly presenceRenewal?: boolean
+  /**
+   * Optional, with `presence`: replaces this instance's shares of the topics in
+   * `shares` (null: none left), each living `ttlMs` unless shared again (with
+   * `presenceRenewal`: unless the instance is renewed by any call).
+   */
+  sharePresence?(
+    instance: string,
+    shares: ReadonlyMap<string, PresenceShare | null>,
+    ttlMs: number
+    // biome-ignore lint/suspicious/noConfusingVoidType: a broker written for the earlier Promise<void> must still fit
+  ): Promise<void | boolean>
   /** Optional, with `sharePresence`: the live shares of `topic` of every instance, added up. */
   presence?(topic: string): Promise<Presence>
   /** Optional: the plugin hands over the app's logger before `listen`, unless the broker has one. */

@@ -143,8 +143,10 @@ export async function pgApp(
 }
 
 /** A pool (for the broker's `pool` option) that records the text of every query it runs. */
-export function recordingPool(t: Test, url: string): { pool: PgPool; texts: string[] } {
+export function recordingPool(t: Test, url: string): { pool: PgPool; texts: string[]; values: unknown[][] } {
   const texts: string[] = []
+  /** The parameters of each statement in `texts`, at the same index. */
+  const values: unknown[][] = []
   const real = new pg.Pool({ connectionString: url, max: 4 })
   real.on('error', () => {})
   t.teardown(() => real.end())
@@ -152,9 +154,10 @@ export function recordingPool(t: Test, url: string): { pool: PgPool; texts: stri
     connect: async () => {
       const client = await real.connect()
       return {
-        query: (text: string, values?: unknown[]) => {
+        query: (text: string, params?: unknown[]) => {
           texts.push(text)
-          return client.query(text, values)
+          values.push(params ?? [])
+          return client.query(text, params)
         },
         release: (err?: Error | boolean) => client.release(err)
       }
@@ -162,7 +165,7 @@ export function recordingPool(t: Test, url: string): { pool: PgPool; texts: stri
     end: () => Promise.resolve(),
     options: real.options
   }
-  return { pool, texts }
+  return { pool, texts, values }
 }
 
 /**

@@ -43,8 +43,13 @@ export interface PostgresBroker extends Broker {
   readonly transactional: true
   /** Reports outages to `logger` unless the `logger` option was given (the plugin calls this with `app.log`). */
   useLogger(logger: PostgresBrokerLogger): void
-  /** Shares this instance's presence per topic: one statement per call (see `presence.ts`). */
-  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
+  /** Every `sharePresence` call renews all of the instance's shares: the hub renews with an empty map. */
+  readonly presenceRenewal: true
+  /**
+   * Renews this instance and replaces its shares of the topics in `shares`: one statement per call (see `presence.ts`).
+   * Resolves false when the instance was not live before (the hub then shares every topic again).
+   */
+  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<boolean>
   /** A topic's presence across every instance sharing the table: one query. */
   presence(topic: string): Promise<Presence>
 }
@@ -67,6 +72,7 @@ function checkClient(transaction: TransactionClient | undefined): TransactionCli
 
 class PostgresLogBroker extends LogBroker implements PostgresBroker {
   readonly transactional = true
+  readonly presenceRenewal = true
   readonly #options: ReturnType<typeof resolveOptions>
   readonly #db: Database
   readonly #sql: Statements
@@ -133,9 +139,9 @@ class PostgresLogBroker extends LogBroker implements PostgresBroker {
     instance: string,
     shares: ReadonlyMap<string, PresenceShare | null>,
     ttlMs: number
-  ): Promise<void> {
+  ): Promise<boolean> {
     await this.#open()
-    await this.#tableMissing(this.#presence.share(instance, shares, ttlMs))
+    return this.#tableMissing(this.#presence.share(instance, shares, ttlMs))
   }
 
   async presence(topic: string): Promise<Presence> {
@@ -162,10 +168,10 @@ class PostgresLogBroker extends LogBroker implements PostgresBroker {
   /**
    * Reads the epoch, creating the tables first when they are missing (or
    * adding what a table of an earlier version lacks: `key`, the presence
-   * table); once, retried after a failure.
+   * tables); once, retried after a failure.
    */
   async #setUp(): Promise<void> {
-    type EpochRow = { epoch: string; keyed: boolean; shared: boolean } | undefined
+    type EpochRow = { epoch: string; keyed: boolean; shared: boolean; renewed: boolean } | undefined
     let reply: { rows: readonly unknown[] }
     try {
       reply = await this.#db.query(this.#sql.epoch)
@@ -175,7 +181,7 @@ class PostgresLogBroker extends LogBroker implements PostgresBroker {
       reply = await this.#db.query(this.#sql.epoch)
     }
     const first = reply.rows[0] as EpochRow
-    if (first !== undefined && (!first.keyed || !first.shared)) {
+    if (first !== undefined && (!first.keyed || !first.shared || !first.renewed)) {
       await this.#db.query(this.#sql.create)
       reply = await this.#db.query(this.#sql.epoch)
     }

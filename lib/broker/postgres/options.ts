@@ -54,7 +54,7 @@ export interface PostgresBrokerOptions {
   /**
    * The table of the log, `name` or `schema.name`; created with its sequence
    * (`<table>_seq`), state row (`<table>_meta`) and presence
-   * (`<table>_presence`) when missing. Instances
+   * (`<table>_presence`, `<table>_presence_live`) when missing. Instances
    * with the same table share events.
    * @default 'fastify_html_sse_log'
    */
@@ -108,6 +108,8 @@ export interface ResolvedOptions extends LogOptions {
     readonly seq: string
     readonly at: string
     readonly presence: string
+    /** The live instances of presence (`<table>_presence_live`: 14 characters, a 48-character name stays under 63). */
+    readonly live: string
   }
   readonly pollMs: number
   /** Where the database is, for messages: `host:port/db`, never credentials. */
@@ -171,7 +173,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       meta: quoted(parts, '_meta'),
       seq: quoted(parts, '_seq'),
       at: `"${parts.at(-1)}_at"`,
-      presence: quoted(parts, '_presence')
+      presence: quoted(parts, '_presence'),
+      live: quoted(parts, '_presence_live')
     },
     ...shared,
     pollMs,

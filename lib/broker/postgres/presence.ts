@@ -1,29 +1,42 @@
 /**
  * Presence: how many streams, and which members, each instance holds per topic.
  *
- * One row per topic and instance in `<table>_presence`: `streams`, `members`
- * (a JSON array) and `expires_at`. A share counts while `expires_at` is in the
- * future; the hub shares again every few seconds while it lives, so the rows
- * of an instance that died (SIGKILL, a lost host) lapse by themselves.
+ * One row per topic and instance in `<table>_presence` (`streams`, `members`
+ * as a JSON array), and one row per instance in `<table>_presence_live`
+ * (`expires_at`). Every `sharePresence` call renews the instance's row, so a
+ * share counts as long as its instance is renewed: the hub's renewal every 4 s
+ * is one call with no topics (the broker has `presenceRenewal`), not every
+ * topic again. The rows of an instance that died (SIGKILL, a lost host) stop
+ * counting when its renewal lapses, and are deleted by a later sweep (below).
+ * The statement returns whether the instance was live before it: when not
+ * (its first call, or it lapsed and may have been swept), `sharePresence`
+ * resolves `false` and the hub shares every topic again.
  *
  * Clock: the database's alone. `expires_at` is written as `now() + ttl` and
  * compared with `now()`, so hosts whose clocks disagree still agree on which
  * shares are live.
  *
  * Cost, in queries, flat in the number of streams (the hub counts streams in
- * memory and shares per topic, at most every 200 ms after a change and every
- * 4 s for all its topics; opening or closing a stream costs nothing by itself):
+ * memory and shares per topic, at most every 200 ms after a change; opening or
+ * closing a stream costs nothing by itself):
  * - `sharePresence(instance, shares)`: one statement on a pool connection,
- *   whatever the number of topics: it upserts the rows of the topics it holds
- *   and deletes those of the topics it left (one row written per topic). At
- *   most once a minute per broker the same statement also deletes other
- *   instances' rows that lapsed a whole TTL ago (a seq scan of the presence
- *   table, skipping rows locked now, so it never waits nor deadlocks).
- * - The hub's refresh every 4 s: one statement for all T topics of the
- *   instance, T rows written; 200 streams on one topic are one row.
+ *   whatever the number of topics: it renews the instance (one row), upserts
+ *   the rows of the topics it holds and deletes those of the topics it left
+ *   (one row written per changed topic). At most once a minute per broker the
+ *   same statement also deletes the instances that lapsed a whole TTL ago and
+ *   their rows (a seq scan of the presence tables, skipping rows locked now,
+ *   so it never waits nor deadlocks).
+ * - The hub's renewal every 4 s: one statement writing one row, whatever the
+ *   number of topics (it was T rows for T topics when every topic was shared again).
  * - `presence(topic)`: one query, two lookups of the topic's rows by primary
- *   key (the sum of streams, the distinct members); its reply grows with the
- *   distinct members, never with the streams.
+ *   key, each joined with their instances' rows (the sum of streams, the
+ *   distinct members); its reply grows with the distinct members, never with
+ *   the streams.
+ *
+ * Upgrades: a row an earlier version wrote has no instance row; it counts
+ * while its own `expires_at` is in the future, as that version judged, so
+ * instances of both versions add up during a rolling deploy. (This version
+ * still writes `expires_at` on each changed row; it is not renewed.)
  *
  * Each is bounded by `commandTimeoutMs` and fails with
  * `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE`, as publishing does.
@@ -57,14 +70,14 @@ export class PresenceTable {
     this.#sql = sql
   }
 
-  async share(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void> {
+  /** Renews `instance` and replaces its shares of the topics in `shares`; false when it was not live before. */
+  async share(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<boolean> {
     if (typeof instance !== 'string' || instance.length === 0) {
       throw new FST_ERR_HTML_SSE_OPTION_INVALID('instance', 'must be a non-empty string')
     }
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) {
       throw new FST_ERR_HTML_SSE_OPTION_INVALID('ttlMs', `must be a positive integer, got ${String(ttlMs)}`)
     }
-    if (shares.size === 0) return
     const rows: Array<{ topic: string; streams: number | null; members: string[] | null }> = []
     for (const [topic, share] of shares) {
       rows.push(
@@ -76,7 +89,8 @@ export class PresenceTable {
     const now = performance.now()
     const sweep = now - this.#lastSweep >= SWEEP_EVERY_MS
     if (sweep) this.#lastSweep = now
-    await this.#db.query(this.#sql.share, [instance, JSON.stringify(rows), ttlMs, sweep])
+    const reply = await this.#db.query(this.#sql.share, [instance, JSON.stringify(rows), ttlMs, sweep])
+    return (reply.rows[0] as { live?: boolean } | undefined)?.live === true
   }
 
   async presence(topic: string): Promise<Presence> {

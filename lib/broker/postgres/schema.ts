@@ -18,12 +18,14 @@
  * transaction's snapshot is exactly the resume point of what it sees.
  *
  * Presence lives in `<table>_presence`: one row per topic and instance
- * (`streams`, `members` as a JSON array, `expires_at` on the database's clock),
- * so hosts whose clocks disagree still agree on which shares are live. See
- * `presence.ts` for what each call costs.
+ * (`streams`, `members` as a JSON array), and `<table>_presence_live`: one row
+ * per instance, `expires_at` on the database's clock, renewed by every share,
+ * so a share lives as long as its instance and hosts whose clocks disagree
+ * still agree on which shares are live. See `presence.ts` for what each call
+ * costs.
  *
  * Upgrades: a table made by an earlier version lacks `key` and the presence
- * table; `epoch` also says whether they exist, and `create` (idempotent) adds
+ * tables; `epoch` also says whether they exist, and `create` (idempotent) adds
  * what is missing, so the `ALTER TABLE` and its lock happen once, not at every
  * start.
  */
@@ -34,7 +36,7 @@ const LOCK_CLASS = 1179144019
 
 /** The SQL of one broker, built once from its checked table name. */
 export interface Statements {
-  /** Returns the epoch and whether `key` and the presence table exist; fails with 42P01 when the tables are missing. */
+  /** Returns the epoch and whether `key` and the presence tables exist; fails with 42P01 when the tables are missing. */
   readonly epoch: string
   /** Creates what is missing, serialized between instances (several statements, no parameters). */
   readonly create: string
@@ -53,8 +55,10 @@ export interface Statements {
   /**
    * $1 instance, $2 shares as a JSON array of `{ topic, streams, members }`
    * (`streams` null: the instance left the topic), $3 TTL in ms, $4 sweep:
-   * upserts and deletes this instance's rows; with $4, also deletes other
-   * instances' rows that lapsed a whole TTL ago (skipping rows locked now).
+   * renews the instance (its row in `_presence_live`), upserts and deletes
+   * its rows; with $4, also deletes the instances that lapsed a whole TTL ago
+   * and their rows (skipping rows locked now). Returns `live`: whether the
+   * instance was live before.
    */
   readonly share: string
   /** $1 topic: the streams and the distinct members of its live shares. */
@@ -62,10 +66,13 @@ export interface Statements {
 }
 
 export function statements(options: ResolvedOptions): Statements {
-  const { log, meta, seq, at, presence } = options.sql
+  const { log, meta, seq, at, presence, live } = options.sql
+  const ttl = 'make_interval(secs => $3::double precision / 1000)'
+  /** A share counts until its instance's renewal lapses; a row of an earlier version (no instance row) by its own. */
+  const until = 'coalesce(l.expires_at, p.expires_at)'
   const table = options.table.replace(/'/g, "''")
   return {
-    epoch: `SELECT epoch::text, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${log}') AND attname = 'key' AND NOT attisdropped) AS keyed, to_regclass('${presence}') IS NOT NULL AS shared FROM ${meta}`,
+    epoch: `SELECT epoch::text, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${log}') AND attname = 'key' AND NOT attisdropped) AS keyed, to_regclass('${presence}') IS NOT NULL AS shared, to_regclass('${live}') IS NOT NULL AS renewed FROM ${meta}`,
     create: [
       'BEGIN',
       `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('create:${table}'))`,
@@ -77,6 +84,7 @@ export function statements(options: ResolvedOptions): Statements {
       `CREATE TABLE IF NOT EXISTS ${meta} (one boolean PRIMARY KEY DEFAULT true CHECK (one), epoch bigint NOT NULL, trimmed bigint NOT NULL DEFAULT 0)`,
       `INSERT INTO ${meta} (epoch) VALUES ((extract(epoch FROM clock_timestamp()) * 1000)::bigint) ON CONFLICT DO NOTHING`,
       `CREATE TABLE IF NOT EXISTS ${presence} (topic text NOT NULL, instance text NOT NULL, streams integer NOT NULL, members jsonb NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (topic, instance))`,
+      `CREATE TABLE IF NOT EXISTS ${live} (instance text PRIMARY KEY, expires_at timestamptz NOT NULL)`,
       'COMMIT'
     ].join(';\n'),
     // OFFSET 0 keeps the lock in its own subquery, evaluated before nextval: the lock comes first.
@@ -92,11 +100,15 @@ export function statements(options: ResolvedOptions): Statements {
     trim: `WITH d AS (DELETE FROM ${log} WHERE at < clock_timestamp() - make_interval(secs => $1::double precision / 1000) AND id < (SELECT max(id) FROM ${log}) RETURNING id) UPDATE ${meta} SET trimmed = greatest(trimmed, (SELECT max(id) FROM d)) WHERE EXISTS (SELECT 1 FROM d) RETURNING trimmed::text`,
     share: [
       `WITH s AS (SELECT topic, streams, members FROM jsonb_to_recordset($2::jsonb) AS s(topic text, streams integer, members jsonb))`,
+      `, was AS (SELECT expires_at > now() AS live FROM ${live} WHERE instance = $1)`,
+      `, renewed AS (INSERT INTO ${live} (instance, expires_at) VALUES ($1, now() + ${ttl}) ON CONFLICT (instance) DO UPDATE SET expires_at = excluded.expires_at)`,
       `, gone AS (DELETE FROM ${presence} p USING s WHERE s.streams IS NULL AND p.topic = s.topic AND p.instance = $1)`,
-      `, swept AS (DELETE FROM ${presence} WHERE (topic, instance) IN (SELECT topic, instance FROM ${presence} WHERE $4::boolean AND instance <> $1 AND expires_at < now() - make_interval(secs => $3::double precision / 1000) FOR UPDATE SKIP LOCKED))`,
-      `INSERT INTO ${presence} (topic, instance, streams, members, expires_at) SELECT topic, $1, streams, members, now() + make_interval(secs => $3::double precision / 1000) FROM s WHERE streams IS NOT NULL`,
-      'ON CONFLICT (topic, instance) DO UPDATE SET streams = excluded.streams, members = excluded.members, expires_at = excluded.expires_at'
+      `, swept AS (DELETE FROM ${presence} WHERE (topic, instance) IN (SELECT p.topic, p.instance FROM ${presence} p LEFT JOIN ${live} l ON l.instance = p.instance WHERE $4::boolean AND p.instance <> $1 AND ${until} < now() - ${ttl} FOR UPDATE OF p SKIP LOCKED))`,
+      `, dead AS (DELETE FROM ${live} WHERE instance IN (SELECT instance FROM ${live} WHERE $4::boolean AND instance <> $1 AND expires_at < now() - ${ttl} FOR UPDATE SKIP LOCKED))`,
+      `, put AS (INSERT INTO ${presence} (topic, instance, streams, members, expires_at) SELECT topic, $1, streams, members, now() + ${ttl} FROM s WHERE streams IS NOT NULL`,
+      'ON CONFLICT (topic, instance) DO UPDATE SET streams = excluded.streams, members = excluded.members, expires_at = excluded.expires_at)',
+      'SELECT coalesce((SELECT live FROM was), false) AS live'
     ].join(' '),
-    presence: `SELECT (SELECT coalesce(sum(streams), 0) FROM ${presence} WHERE topic = $1 AND expires_at > now())::text AS streams, ARRAY(SELECT DISTINCT m FROM ${presence} p, jsonb_array_elements_text(p.members) m WHERE p.topic = $1 AND p.expires_at > now()) AS members`
+    presence: `SELECT (SELECT coalesce(sum(p.streams), 0) FROM ${presence} p LEFT JOIN ${live} l ON l.instance = p.instance WHERE p.topic = $1 AND ${until} > now())::text AS streams, ARRAY(SELECT DISTINCT m FROM ${presence} p LEFT JOIN ${live} l ON l.instance = p.instance CROSS JOIN LATERAL jsonb_array_elements_text(p.members) m WHERE p.topic = $1 AND ${until} > now()) AS members`
   }
 }

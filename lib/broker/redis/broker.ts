@@ -35,13 +35,19 @@ import { text } from './reply.js'
 export interface RedisBroker extends Broker {
   /** Reports outages to `logger` unless the `logger` option was given (the plugin calls this with `app.log`). */
   useLogger(logger: RedisBrokerLogger): void
-  /** Shares this instance's presence per topic: see `presence.ts` for the cost in commands. */
-  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<void>
-  /** A topic's presence across every instance sharing the prefix: one `TIME` and one `HGETALL`. */
+  /** Every `sharePresence` call renews all of the instance's shares: the hub renews with an empty map. */
+  readonly presenceRenewal: true
+  /**
+   * Renews this instance and replaces its shares of the topics in `shares`: see `presence.ts` for the cost in commands.
+   * Resolves false when the instance was not live before (the hub then shares every topic again).
+   */
+  sharePresence(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<boolean>
+  /** A topic's presence across every instance sharing the prefix: `TIME`, `HGETALL` and `ZRANGE` of the instances. */
   presence(topic: string): Promise<Presence>
 }
 
 class RedisStreamBroker extends LogBroker implements RedisBroker {
+  readonly presenceRenewal = true
   readonly #options: ReturnType<typeof resolveOptions>
   readonly #conns: Connections
   readonly #reader: StreamReader
@@ -93,7 +99,7 @@ class RedisStreamBroker extends LogBroker implements RedisBroker {
     instance: string,
     shares: ReadonlyMap<string, PresenceShare | null>,
     ttlMs: number
-  ): Promise<void> {
+  ): Promise<boolean> {
     this.checkOpen()
     return this.#presence.share(instance, shares, ttlMs)
   }
