@@ -12,13 +12,12 @@
 //
 //   node bench/postgres.mjs [--only fanout,latency,order,storm] [--rounds 3]
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
-import { Child, cpuMs, HERE, oursEntry, serve, sleep, startRedis } from './harness.mjs'
+import { oursEntry, startRedis } from './harness.mjs'
 import { renderHtml } from './payload.mjs'
 import { burst, latency, nextSeq, Side, until } from './side.mjs'
+import { checked, median, paired, quantile, ratio, save, scenario } from './stats.mjs'
 
 const ADMIN_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const dbUrl = (name) => {
@@ -27,8 +26,12 @@ const dbUrl = (name) => {
   return u.toString()
 }
 
-/** A pg.Pool whose queries are counted (replays, lastId and publishes go through it; the LISTEN reader does not). */
-async function countingPool(pg, connectionString, max = 4) {
+/**
+ * A pg.Pool whose queries are counted (replays, lastId and publishes go through it; the LISTEN reader does not).
+ * Also the pool of a Postgres instance of bench/servers.mjs (`broker: 'postgres'`).
+ */
+export async function countingPool(connectionString, max = 4) {
+  const pg = (await import('pg')).default
   const pool = new pg.Pool({ connectionString, max })
   pool.on('error', () => {})
   const counted = { queries: 0 }
@@ -48,81 +51,8 @@ async function countingPool(pg, connectionString, max = 4) {
   return { pool, counted }
 }
 
-/** The server child for a Postgres instance: GET /events on topic `bench`, the rpc calls side.mjs uses. */
-async function serverChild(opt) {
-  const pg = (await import('pg')).default
-  const { default: htmlSse } = await import(pathToFileURL(oursEntry(opt.ours)).href)
-  const { postgresBroker } = await import(pathToFileURL(oursEntry(opt.ours, './postgres')).href)
-  const { pool, counted } = await countingPool(pg, opt.url)
-  const app = (await import('fastify')).default({ logger: false })
-  const broker = postgresBroker({ pool, table: opt.table, replay: 1000 })
-  await app.register(htmlSse, { heartbeatMs: 0, broker })
-  app.addHook('onClose', () => broker.close())
-  app.get('/events', (_request, reply) => {
-    reply.sse({ topics: ['bench'] })
-  })
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  const hrtime = process.hrtime.bigint
-  const size = opt.size ?? 300
-  const publish = (html) => app.sse.publish('bench', html)
-  serve(
-    {
-      count: () => app.sse.stats().connections,
-      cpu: cpuMs,
-      stats: () => app.sse.stats(),
-      queries: () => counted.queries,
-      async burst({ k, seq0, ids = false }) {
-        const t0 = hrtime()
-        const out = ids ? [] : null
-        for (let i = 0; i < k; i++) {
-          const id = await publish(renderHtml(seq0 + i, hrtime(), size))
-          out?.push(id)
-          await new Promise((resolve) => setImmediate(resolve))
-        }
-        return { t0: Number(t0), ms: Number(hrtime() - t0) / 1e6, ids: out }
-      },
-      async paced({ rate, count, seq0 }) {
-        const start = hrtime()
-        for (let i = 0; i < count; i++) {
-          const due = ((i + 1) * 1e9) / rate - Number(hrtime() - start)
-          if (due > 0) await sleep(Math.ceil(due / 1e6))
-          await publish(renderHtml(seq0 + i, hrtime(), size))
-        }
-      },
-      async prefill({ n, seq0 }) {
-        const ids = []
-        for (let i = 0; i < n; i++) ids.push(await publish(renderHtml(seq0 + i, hrtime(), size)))
-        return ids
-      },
-      exit() {
-        setImmediate(async () => {
-          await Promise.race([app.close().then(() => pool.end()), sleep(3000)])
-          process.exit(0)
-        })
-      }
-    },
-    { port: app.server.address().port }
-  )
-}
-
 async function main() {
-  const { checked, machine, median, paired, quantile, ratio, scenario } = await import('./stats.mjs')
-  const t0 = Date.now()
   const { o, ours, log, command } = await scenario('postgres', { only: 'fanout,latency,order,storm', rounds: 3 })
-  /** bench/results/<name>.json in the shape of stats.mjs's save(), then POSTGRES.md from every postgres*.json. */
-  const save = async (name, result) => {
-    const top = {
-      name,
-      date: new Date().toISOString(),
-      machine: machine(),
-      title: result.title,
-      command: result.command
-    }
-    const out = { ...top, tookS: (Date.now() - t0) / 1000, ours: ours.commit, ...result }
-    writeFileSync(path.join(HERE, 'results', `${name}.json`), `${JSON.stringify(out, null, 1)}\n`)
-    renderPostgres()
-    console.error(`wrote bench/results/${name}.json`)
-  }
   const pg = (await import('pg')).default
   const { default: htmlSse } = await import(pathToFileURL(oursEntry(ours.dir)).href)
   const { postgresBroker } = await import(pathToFileURL(oursEntry(ours.dir, './postgres')).href)
@@ -152,15 +82,9 @@ async function main() {
   }
   process.exit(0)
 
-  async function pgSide(name, table, client = true) {
-    const opts = { ours: ours.dir, url, table }
-    const server = new Child(`server:${name}`, 'postgres.mjs', ['--server', JSON.stringify(opts)], {
-      cpu: 0,
-      execArgv: ['--expose-gc']
-    })
-    const load = client ? new Child(`load:${name}`, 'load.mjs', [], { cpu: 1 }) : null
-    const [{ port }] = await Promise.all([server.next('ready'), load?.next('ready')])
-    return new Side(name, server, load, port)
+  /** servers.mjs options of a Postgres instance on `table`: its broker's window is the newest 1,000 events. */
+  function pgOpts(table) {
+    return { kind: 'ours', ours: ours.dir, broker: 'postgres', url, table, postgres: { replay: 1000 } }
   }
 
   async function fanout() {
@@ -185,7 +109,7 @@ async function main() {
         sides = [await Side.start('redis A', opts), await Side.start('redis B', opts)]
       } else {
         const table = newTable()
-        sides = [await pgSide('postgres A', table), await pgSide('postgres B', table)]
+        sides = [await Side.start('postgres A', pgOpts(table)), await Side.start('postgres B', pgOpts(table))]
       }
       if (kind !== 'memory') await Promise.all(sides.map((s) => s.connect(n / 2)))
       await burst(sides, 20)
@@ -452,11 +376,11 @@ async function main() {
     for (let r = 0; r < o.rounds; r++) {
       log(`storm, round ${r + 1}/${o.rounds}`)
       const table = newTable()
-      const publisher = await pgSide('publisher', table, false)
+      const publisher = await Side.start('publisher', pgOpts(table), { client: false })
       const seq0 = nextSeq(2 * BEHIND + 1)
       const ids = await publisher.server.rpc('prefill', { n: 2 * BEHIND, seq0 })
       // Started after the events were published: its window is what it read at start.
-      const side = await pgSide('storm', table)
+      const side = await Side.start('storm', pgOpts(table))
       const before = await side.server.rpc('queries')
       await side.load.rpc('arm', { k: BEHIND, expect: N })
       const t0 = performance.now()
@@ -488,7 +412,7 @@ async function main() {
       await Promise.all([publisher.stop(), side.stop()])
 
       // The replay path without a window: a broker that does not listen answers from the table, one query per id.
-      const { pool: counting, counted } = await countingPool(pg, url, 8)
+      const { pool: counting, counted } = await countingPool(url, 8)
       const cold = postgresBroker({ pool: counting, table })
       await cold.lastId() // sets up (reads the epoch)
       const q0 = counted.queries
@@ -533,51 +457,4 @@ async function main() {
   }
 }
 
-/** 1,234 for large numbers, 12.3 / 1.23 for small ones (as render.mjs). */
-function fmt(n) {
-  if (typeof n !== 'number') return n == null ? '–' : String(n)
-  if (!Number.isFinite(n)) return '–'
-  const digits = Math.abs(n) >= 100 || Number.isInteger(n) ? 0 : Math.abs(n) >= 10 ? 1 : 2
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
-}
-const cell = (c) =>
-  c !== null && typeof c === 'object' ? (c.x == null ? fmt(c.v) : `${fmt(c.v)} (${c.x.toFixed(2)}×)`) : fmt(c)
-
-/** The measured part of bench/POSTGRES.md, between its markers, from bench/results/postgres*.json. */
-function renderPostgres() {
-  const file = path.join(HERE, 'POSTGRES.md')
-  const parts = []
-  for (const name of ['postgres', 'postgres-latency', 'postgres-order', 'postgres-storm']) {
-    const p = path.join(HERE, 'results', `${name}.json`)
-    if (!existsSync(p)) continue
-    const r = JSON.parse(readFileSync(p, 'utf8'))
-    const m = r.machine
-    const L = [`## ${r.title}`, '', `- command: \`${r.command}\` (took ${fmt(r.tookS / 60)} min)`]
-    L.push(`- date: ${r.date}; ours: ${r.ours}`)
-    L.push(`- machine: ${m.cpus} CPUs (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}`)
-    for (const note of r.notes ?? []) L.push(`- ${note}`)
-    for (const t of r.tables) {
-      L.push(
-        '',
-        `### ${t.title}`,
-        '',
-        `| ${t.head.join(' | ')} |`,
-        `|${t.head.map((_, i) => (i ? '---:' : '---')).join('|')}|`
-      )
-      for (const row of t.rows) L.push(`| ${row.map(cell).join(' | ')} |`)
-    }
-    parts.push(L.join('\n'))
-  }
-  const BEGIN = '<!-- measured: rendered by bench/postgres.mjs -->'
-  const END = '<!-- end measured -->'
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : `# Postgres broker\n\n${BEGIN}\n${END}\n`
-  const [head, rest] = old.includes(BEGIN) ? old.split(BEGIN) : [`${old}\n`, `\n${END}\n`]
-  const tail = rest.slice(rest.indexOf(END) + END.length)
-  writeFileSync(file, `${head}${BEGIN}\n\n${parts.join('\n\n')}\n\n${END}${tail}`)
-}
-
-if (process.argv[2] === '--server') {
-  await serverChild(JSON.parse(process.argv[3]))
-} else {
-  await main()
-}
+if (import.meta.url === pathToFileURL(process.argv[1]).href) await main()

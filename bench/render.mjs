@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The one renderer: bench/results/*.json -> bench/RESULTS.md, bench/REDIS.md,
-// bench/FRAMING.md. Every scenario calls it after writing its JSON; run it by
-// hand with `node bench/render.mjs`.
+// bench/POSTGRES.md, bench/FRAMING.md. Every scenario calls it after writing its
+// JSON; run it by hand with `node bench/render.mjs`. A report: its title, an
+// intro (a line, or `introFile`: hand-written text above the measured sections),
+// the JSON names of its sections, `notes` (a hand-written file after them).
 
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
@@ -21,6 +23,11 @@ const REPORTS = {
     intro:
       'Rendered by `node bench/render.mjs` from `bench/results/redis*.json`; each run starts its own redis-server on a free port.',
     names: ['redis', 'redis-stall', 'redis-burst']
+  },
+  'POSTGRES.md': {
+    title: 'Postgres broker',
+    introFile: 'postgres-notes.md',
+    names: ['postgres', 'postgres-latency', 'postgres-order', 'postgres-storm']
   },
   'FRAMING.md': { title: 'SSE framing of HTML: ours vs other libraries', names: ['framing'], notes: 'framing-notes.md' }
 }
@@ -67,7 +74,8 @@ export function renderAll() {
       .map((p) => section(JSON.parse(readFileSync(p, 'utf8'))))
     if (parts.length === 0) continue
     const notes = rep.notes ? readFileSync(path.join(HERE, rep.notes), 'utf8') : ''
-    const intro = rep.intro ? `${rep.intro}\n\n` : ''
+    const text = rep.introFile ? readFileSync(path.join(HERE, rep.introFile), 'utf8').trimEnd() : rep.intro
+    const intro = text ? `${text}\n\n` : ''
     writeFileSync(
       path.join(HERE, file),
       `# ${rep.title}\n\n${intro}${parts.join('\n\n')}\n${notes ? `\n${notes}` : ''}`

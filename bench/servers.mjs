@@ -1,7 +1,8 @@
 // A server child: `new Child(name, 'servers.mjs', [JSON.stringify(options)])`, serving GET /events as an SSE stream
 // on 127.0.0.1 and answering the parent's rpc calls (handlers at the bottom). options: { kind, ours (the private
-// build's directory), broker: 'memory' | 'redis', url, prefix, redis (extra redisBroker options), plugin (extra
-// plugin options), otel, backlog, size (payload bytes), joined, ids, coalesce }. Kinds: see bench/README.md.
+// build's directory), broker: 'memory' | 'redis' | 'postgres', url, prefix, redis (extra redisBroker options), table,
+// postgres (extra postgresBroker options), plugin (extra plugin options), otel, backlog, size (payload bytes), joined,
+// ids, coalesce }. Kinds: see bench/README.md.
 
 import { existsSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -79,6 +80,14 @@ async function oursKind() {
     const { redisBroker } = await import(pathToFileURL(oursEntry(opt.ours, './redis')).href)
     plugin.broker = redisBroker({ url: opt.url, prefix: opt.prefix, ...opt.redis })
   }
+  // Postgres: the broker on a pool of its own whose queries are counted (the `queries` rpc), closed after the app.
+  let pg = null
+  if (opt.broker === 'postgres') {
+    const { postgresBroker } = await import(pathToFileURL(oursEntry(opt.ours, './postgres')).href)
+    const { countingPool } = await import('./postgres.mjs')
+    pg = await countingPool(opt.url)
+    plugin.broker = postgresBroker({ pool: pg.pool, table: opt.table, ...opt.postgres })
+  }
   const app = await fastify()
   await app.register(htmlSse, plugin)
   // A broker made here is closed here (close is idempotent, so builds whose plugin closed it too are fine).
@@ -96,7 +105,11 @@ async function oursKind() {
       for (const html of htmls) ids.push(await app.sse.publish('bench', html))
       return ids
     },
-    close: () => app.close()
+    queries: pg && (() => pg.counted.queries),
+    async close() {
+      await app.close()
+      await pg?.pool.end()
+    }
   }
 }
 
@@ -166,6 +179,8 @@ try {
       count: () => srv.count(),
       cpu: cpuMs,
       stats: () => srv.stats?.() ?? null,
+      /** Queries on the Postgres broker's pool so far (its LISTEN connection's reads are not counted). */
+      queries: () => srv.queries?.() ?? null,
       async mem() {
         for (let i = 0; i < 4; i++) {
           globalThis.gc()
