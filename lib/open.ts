@@ -13,7 +13,7 @@ import { retryFrame } from './frame.js'
 import type { Hub } from './hub.js'
 import type { RefuseReason } from './metrics.js'
 import { isSource, release } from './pump.js'
-import { Sink } from './sink.js'
+import { Sink, sessionOf } from './sink.js'
 import type { SseSink, SseSource, SseSourceFactory } from './types.js'
 import { checkExpiresAt, checkMs, checkName, checkTopics, describe } from './validate.js'
 
@@ -86,11 +86,6 @@ function acceptsEventStream(request: FastifyRequest): boolean {
   return typeof accept === 'string' && accept.includes('text/event-stream')
 }
 
-/** Closes the HTTP/2 session a response belongs to (a no-op over HTTP/1). */
-function closeSessionOf(res: FastifyReply['raw']): void {
-  ;(res as { stream?: { session?: { close(): void } | undefined } | undefined }).stream?.session?.close()
-}
-
 /** `reply.sse()`'s arguments sorted: `(source?, options?)` or `(options)`. */
 function argumentsOf(
   a: unknown,
@@ -117,9 +112,10 @@ function writeHead(reply: FastifyReply, last = false): void {
     'x-accel-buffering': 'no'
   }
   // HTTP/2 has no connection header.
-  if (last && reply.request.raw.httpVersionMajor < 2)
+  if (last && reply.request.raw.httpVersionMajor < 2) {
     head.connection = 'close'
-    // Both HTTP/1 and HTTP/2 responses take (status, headers).
+  }
+  // Both HTTP/1 and HTTP/2 responses take (status, headers).
   ;(reply.raw as ServerResponse).writeHead(200, head)
 }
 
@@ -234,6 +230,6 @@ export class Opener {
   #endAtOnce(reply: FastifyReply, ms: number): void {
     writeHead(reply, true)
     reply.raw.end(retryFrame(ms))
-    if (this.#hub.closing) closeSessionOf(reply.raw)
+    if (this.#hub.closing) sessionOf(reply.raw)?.close()
   }
 }

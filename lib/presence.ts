@@ -119,10 +119,15 @@ export class PresenceBook {
 
   readonly #shareChanged = (): void => {
     this.#flush = null
+    void this.#send(this.#takeChanged())
+  }
+
+  /** The shares of the topics that changed (or whose last share failed), now taken. */
+  #takeChanged(): Map<string, PresenceShare | null> {
     const shares = new Map<string, PresenceShare | null>()
     for (const topic of this.#dirty) shares.set(topic, this.#share(topic))
     this.#dirty.clear()
-    void this.#send(shares)
+    return shares
   }
 
   /**
@@ -130,14 +135,13 @@ export class PresenceBook {
    * one empty call with a broker that renews the instance, else every topic again.
    */
   readonly #shareAll = (): void => {
-    const shares = new Map<string, PresenceShare | null>()
     if (this.#renews) {
       // Topics whose last share failed go along; nothing held: nothing to keep alive.
-      for (const topic of this.#dirty) shares.set(topic, this.#share(topic))
-      this.#dirty.clear()
+      const shares = this.#takeChanged()
       if (this.#topics.size > 0 || shares.size > 0) void this.#send(shares, true)
       return
     }
+    const shares = new Map<string, PresenceShare | null>()
     for (const topic of this.#topics.keys()) shares.set(topic, this.#share(topic))
     void this.#send(shares)
   }

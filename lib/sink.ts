@@ -20,6 +20,7 @@ import {
 } from './frame.js'
 import { type Pumped, pump } from './pump.js'
 import type { CloseReason, SseSource, SseSourceFactory } from './types.js'
+import { MAX_TIMER_MS } from './validate.js'
 import { judge, startWatch, type Watch, type WatchLimits } from './watch.js'
 
 /** What a sink needs from the hub that owns it. */
@@ -74,7 +75,7 @@ function byteLength(chunk: string | Buffer): number {
 }
 
 /** The HTTP/2 session of a response, or undefined over HTTP/1; read it before the stream ends. */
-function sessionOf(res: RawReply): Session | undefined {
+export function sessionOf(res: RawReply): Session | undefined {
   return (res as { stream?: { session?: Session | undefined } | undefined }).stream?.session
 }
 
@@ -248,7 +249,7 @@ export class Sink implements Pumped {
       this.endWith(EXPIRED_FRAME, 'expired')
       return
     }
-    this.#expiry = setTimeout(() => this.endWith(EXPIRED_FRAME, 'expired'), Math.min(ms, 2 ** 31 - 1))
+    this.#expiry = setTimeout(() => this.endWith(EXPIRED_FRAME, 'expired'), Math.min(ms, MAX_TIMER_MS))
     this.#expiry.unref()
   }
 
