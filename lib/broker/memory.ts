@@ -15,7 +15,7 @@ import type {
   Presence,
   PresenceShare
 } from './types.js'
-import { parseId, withId } from './types.js'
+import { brokerEvent, parseId } from './types.js'
 
 /** Options of `memoryBroker`. */
 export interface MemoryBrokerOptions {
@@ -50,8 +50,7 @@ class MemoryBroker implements Broker {
     }
     const n = ++this.#seq
     const id = `${this.#epoch}-${n}`
-    const event: BrokerEvent =
-      key === undefined ? { id, topic, frame: withId(id, body) } : { id, topic, frame: withId(id, body), key }
+    const event = brokerEvent(id, topic, body, key)
     if (this.#size > 0) this.#ring[(n - 1) % this.#size] = event
     for (const listener of this.#listeners) listener(event)
     return Promise.resolve(id)

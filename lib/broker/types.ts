@@ -207,3 +207,9 @@ export function compareIds(a: string, b: string): number {
 export function withId(id: string, body: string): Buffer {
   return Buffer.from(`id: ${id}\n${body}`)
 }
+
+/** An event as a broker hands it over: its frame built once (`withId`), a `key` field only when it has one. */
+export function brokerEvent(id: string, topic: string, body: string, key?: string | null): BrokerEvent {
+  const frame = withId(id, body)
+  return key == null ? { id, topic, frame } : { id, topic, frame, key }
+}

@@ -92,7 +92,7 @@ class PostgresLogBroker extends LogBroker implements PostgresBroker {
     this.#options = resolved
     this.#db = new Database(resolved)
     this.#sql = statements(resolved)
-    const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
+    const window = RecentWindow.forReplay(resolved.replay)
     this.#reader = new LogReader(this.#db, resolved, this.#sql, this.#state, window, this.listeners, this.logger)
     this.#queries = new TableQueries(this.#db, this.#reader, window, resolved, this.#sql, this.#state)
     this.#replays = new Replays(this.#queries)

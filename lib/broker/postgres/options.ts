@@ -119,7 +119,7 @@ export interface ResolvedOptions extends LogOptions {
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
 
 /** `host:port/database` of a connection string, never its credentials. */
-export function describeConnection(url: string): string {
+function describeConnection(url: string): string {
   try {
     const u = new URL(url)
     return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname}`

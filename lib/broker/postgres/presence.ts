@@ -44,7 +44,7 @@
  * PostgreSQL text cannot hold NUL: members are stored escaped (`\` as `\\`,
  * NUL as `\0`), a one-to-one mapping, so distinct stays distinct.
  */
-import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
+import { checkShare } from '../shared/options.js'
 import type { Presence, PresenceShare } from '../types.js'
 import type { Database } from './connection.js'
 import type { Statements } from './schema.js'
@@ -72,12 +72,7 @@ export class PresenceTable {
 
   /** Renews `instance` and replaces its shares of the topics in `shares`; false when it was not live before. */
   async share(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<boolean> {
-    if (typeof instance !== 'string' || instance.length === 0) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('instance', 'must be a non-empty string')
-    }
-    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('ttlMs', `must be a positive integer, got ${String(ttlMs)}`)
-    }
+    checkShare(instance, ttlMs)
     const rows: Array<{ topic: string; streams: number | null; members: string[] | null }> = []
     for (const [topic, share] of shares) {
       rows.push(

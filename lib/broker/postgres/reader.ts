@@ -17,14 +17,14 @@ import type { Listeners } from '../shared/listeners.js'
 import { Pauses, retryDelay } from '../shared/timing.js'
 import type { RecentWindow } from '../shared/window.js'
 import type { BrokerEvent } from '../types.js'
-import { withId } from '../types.js'
+import { brokerEvent } from '../types.js'
 import type { Database, ListenClient } from './connection.js'
 import { bounded } from './connection.js'
 import type { PostgresBrokerLogger, ResolvedOptions } from './options.js'
 import type { Statements } from './schema.js'
 
 /** At most this many events per read. */
-export const BATCH = 1000
+const BATCH = 1000
 /** Whether PostgreSQL answered with an error (the statement failed, the connection is fine). */
 function answered(err: unknown): boolean {
   return (err as { cause?: { severity?: unknown } }).cause?.severity === 'ERROR'
@@ -53,9 +53,7 @@ export interface EventRow {
  * produces (live, into the window, from a range query) is made here.
  */
 export function eventOfRow(state: LogState, row: EventRow): BrokerEvent {
-  const id = state.id(row.id)
-  const frame = withId(id, row.body)
-  return row.key == null ? { id, topic: row.topic, frame } : { id, topic: row.topic, frame, key: row.key }
+  return brokerEvent(state.id(row.id), row.topic, row.body, row.key)
 }
 
 /** The log's identity, shared by the broker's parts: ids are `<epoch>-<seq>`. */
@@ -140,7 +138,7 @@ export class LogReader {
       const rows = newest.rows as EventRow[]
       this.#seq = rows.length === 0 ? 0 : Number(rows[0]?.id)
       this.#window.clear()
-      if (this.#seq === 0) this.#window.fromStart()
+      if (this.#seq === 0) this.#window.fromStart(this.#state.empty)
       else if (this.#window.size > 0) {
         for (let i = rows.length - 1; i >= 0; i--) this.#window.push(eventOfRow(this.#state, rows[i] as EventRow))
       }
@@ -155,7 +153,6 @@ export class LogReader {
 
   async stop(): Promise<void> {
     this.#stopped = true
-    this.#listeners.clear()
     this.#pauses.wake()
     if (this.#client !== null) this.#db.drop(this.#client)
     this.#client = null
@@ -276,7 +273,7 @@ export class LogReader {
       this.#state.epoch = epoch
       this.#seq = 0
       this.#window.clear()
-      this.#window.fromStart()
+      this.#window.fromStart(this.#state.empty)
       this.#dirty = true
       return
     }

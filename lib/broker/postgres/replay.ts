@@ -55,10 +55,6 @@ export class TableQueries implements LogQueries {
     return parseId(lastId)?.[0] === this.#state.epoch
   }
 
-  windowId(lastId: string): string {
-    return lastId === this.#state.empty ? '0-0' : lastId
-  }
-
   async exists(id: string): Promise<boolean> {
     const seq = Number(id.slice(id.indexOf('-') + 1))
     const reply = await this.#db.query(this.#sql.range, [seq, seq, 1])

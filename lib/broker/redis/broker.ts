@@ -61,7 +61,7 @@ class RedisStreamBroker extends LogBroker implements RedisBroker {
     super(resolved.logger, 'FST_HTML_SSE_REDIS')
     this.#options = resolved
     this.#conns = new Connections(resolved, this.logger)
-    const window = new RecentWindow(resolved.replay === 0 ? 0 : resolved.replay + 1)
+    const window = RecentWindow.forReplay(resolved.replay)
     this.#reader = new StreamReader(this.#conns, resolved, window, this.listeners, this.logger)
     this.#replays = new Replays(new StreamQueries(this.#conns, this.#reader, window, resolved))
     this.#presence = new PresenceStore(this.#conns, resolved)

@@ -15,6 +15,7 @@
  * reply.
  */
 import { createClient } from 'redis'
+import { Once } from '../shared/broker.js'
 import { retryDelay, unavailable, withDeadline } from '../shared/timing.js'
 import type { RedisBrokerLogger, RedisClient, ResolvedOptions } from './options.js'
 
@@ -33,7 +34,13 @@ export class Connections {
   readonly #owned = new Set<RedisClient>()
   /** Callers waiting for a connection to be ready again, by connection. */
   readonly #readyWaiters = new Map<RedisClient, Set<() => void>>()
-  #commands: Promise<RedisClient> | null = null
+  /** The owned command connection, made at first use, again after a failed connect or a timeout. */
+  readonly #commands = new Once(() =>
+    this.#connect(this.#create(false), false).then((client) => {
+      this.#commandsClient = client
+      return client
+    })
+  )
   #commandsClient: RedisClient | null = null
   #downSince: number | null = null
   #failedAttempts = 0
@@ -44,27 +51,12 @@ export class Connections {
     this.#log = log
   }
 
-  get closed(): boolean {
-    return this.#closed
-  }
-
   /** The connection for publish, replay and lastId: the given client, or one made on first use. */
   commands(): Promise<RedisClient> {
     if (this.#closed) return Promise.reject(unavailable('it is closed'))
     const given = this.#options.client
     if (given !== undefined) return Promise.resolve(given)
-    if (this.#commands === null) {
-      const client = this.#create(false)
-      const connecting = this.#connect(client, false).then((c) => {
-        this.#commandsClient = c
-        return c
-      })
-      this.#commands = connecting
-      connecting.catch(() => {
-        if (this.#commands === connecting) this.#commands = null
-      })
-    }
-    return this.#commands
+    return this.#commands.get()
   }
 
   /** A new connection for the blocking read, owned by the broker; its outages are logged. */
@@ -166,7 +158,7 @@ export class Connections {
   #timedOut(client: RedisClient): void {
     if (client !== this.#commandsClient) return
     this.#commandsClient = null
-    this.#commands = null
+    this.#commands.reset()
     this.drop(client)
   }
 

@@ -57,12 +57,12 @@
  * Every command is bounded by `commandTimeoutMs` and fails with
  * `FST_ERR_HTML_SSE_BROKER_UNAVAILABLE`, as publishing does.
  */
-import { FST_ERR_HTML_SSE_OPTION_INVALID } from '../../errors.js'
+import { checkShare } from '../shared/options.js'
 import { unavailable } from '../shared/timing.js'
 import type { Presence, PresenceShare } from '../types.js'
 import type { Connections } from './connection.js'
 import type { RedisClient, ResolvedOptions } from './options.js'
-import { pairs, text } from './reply.js'
+import { integer, msOfTime, pairs, scores, text } from './reply.js'
 
 /** Lapsed instances one renewal looks for (each removed by an `EVAL` of its own). */
 const SWEEP_LIMIT = 4
@@ -90,14 +90,6 @@ interface EarlierShare {
 /** What one field of a topic's hash holds. */
 type StoredShare = PresenceShare & Partial<EarlierShare>
 
-/** Redis `TIME` as epoch ms. */
-function msOfTime(reply: unknown): number {
-  if (!Array.isArray(reply)) return Number.NaN
-  const seconds = Number(text(reply[0]) ?? reply[0])
-  const micros = Number(text(reply[1]) ?? reply[1])
-  return seconds * 1000 + Math.floor(micros / 1000)
-}
-
 function shareOf(value: unknown): StoredShare | null {
   const json = text(value)
   if (json === undefined) return null
@@ -111,23 +103,6 @@ function shareOf(value: unknown): StoredShare | null {
   } catch {
     return null
   }
-}
-
-/** A score (a string, a number, or null for none) as a number; NaN for none. */
-function scoreOf(reply: unknown): number {
-  if (reply === null || reply === undefined) return Number.NaN
-  return Number(text(reply) ?? reply)
-}
-
-/** A `ZRANGE ... WITHSCORES` reply, flat (RESP2) or of `[member, score]` pairs (RESP3), as a Map. */
-function scores(reply: unknown): Map<string, number> {
-  const out = new Map<string, number>()
-  if (Array.isArray(reply) && reply.some(Array.isArray)) {
-    for (const pair of reply) if (Array.isArray(pair)) out.set(text(pair[0]) ?? String(pair[0]), scoreOf(pair[1]))
-  } else {
-    for (const [member, score] of pairs(reply)) out.set(member, scoreOf(score))
-  }
-  return out
 }
 
 /** Shares and adds up presence for one broker, on its command connection. */
@@ -147,18 +122,13 @@ export class PresenceStore {
   }
 
   /** The hash of `topic`'s shares. */
-  keyOf(topic: string): string {
+  #keyOf(topic: string): string {
     return `${this.#prefix}${topic}`
   }
 
   /** Renews `instance` and replaces its shares of the topics in `shares`; false when it was not live before. */
   async share(instance: string, shares: ReadonlyMap<string, PresenceShare | null>, ttlMs: number): Promise<boolean> {
-    if (typeof instance !== 'string' || instance.length === 0) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('instance', 'must be a non-empty string')
-    }
-    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) {
-      throw new FST_ERR_HTML_SSE_OPTION_INVALID('ttlMs', `must be a positive integer, got ${String(ttlMs)}`)
-    }
+    checkShare(instance, ttlMs)
     const client = await this.#conns.commands()
     if (this.#offset === null) await this.#measure(client)
     const now = Date.now() + (this.#offset as number)
@@ -168,11 +138,11 @@ export class PresenceStore {
       ['ZADD', this.#instances, String(Math.round(now + ttlMs)), instance]
     ]
     for (const [topic, share] of shares) {
-      const key = this.keyOf(topic)
+      const key = this.#keyOf(topic)
       if (share === null) {
         commands.push(['HDEL', key, instance], ['SREM', topics, topic])
       } else {
-        const stored: PresenceShare = { streams: share.streams, members: [...share.members] }
+        const stored: PresenceShare = { streams: share.streams, members: share.members }
         commands.push(['HSET', key, instance, JSON.stringify(stored)], ['SADD', topics, topic])
       }
     }
@@ -190,13 +160,13 @@ export class PresenceStore {
       // Housekeeping: a failure here changes no answer, and the next renewal tries again.
       this.#conns.send(client, ['EVAL', SWEEP, '2', ...args]).catch(() => {})
     }
-    const before = scoreOf(replies[0])
+    const before = integer(replies[0])
     return before > msOfTime(time)
   }
 
   async presence(topic: string): Promise<Presence> {
     const client = await this.#conns.commands()
-    const key = this.keyOf(topic)
+    const key = this.#keyOf(topic)
     const sentAt = Date.now()
     const [time, all, instances] = await this.#conns.sendAll(client, [
       ['TIME'],

@@ -45,7 +45,7 @@ export async function streamInfo(command: Promise<unknown>): Promise<StreamInfo 
 }
 
 /** At most this many entries per `XREAD`. */
-export const BATCH = 1000
+const BATCH = 1000
 
 /** The milliseconds part of an id. */
 function msOf(id: string): number {
@@ -172,7 +172,6 @@ export class StreamReader {
 
   async stop(): Promise<void> {
     this.#stopped = true
-    this.#listeners.clear()
     this.#pauses.wake()
     // The reader is blocked in XREAD: only dropping its socket ends that at once.
     if (this.#client !== null) this.#conns.drop(this.#client)

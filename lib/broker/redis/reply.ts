@@ -5,7 +5,7 @@
  * accept all of them and return plain values.
  */
 import type { BrokerEvent } from '../types.js'
-import { withId } from '../types.js'
+import { brokerEvent } from '../types.js'
 
 /** One stream entry: its id and its flat `[field, value, ...]` list. */
 export type Entry = [id: string, fields: unknown[]]
@@ -66,8 +66,7 @@ export function eventOf(id: string, fields: unknown[]): BrokerEvent | undefined 
     else if (name === 'k') key = text(fields[i + 1])
   }
   if (topic === undefined || body === undefined) return undefined
-  const frame = withId(id, body)
-  return key === undefined ? { id, topic, frame } : { id, topic, frame, key }
+  return brokerEvent(id, topic, body, key)
 }
 
 /** The pairs of a RESP2 flat array, a RESP3 map or an object, as a Map with string keys. */
@@ -83,10 +82,28 @@ export function pairs(reply: unknown): Map<string, unknown> {
   return out
 }
 
-function integer(value: unknown): number {
+/** A number, or one as text (a string or a Buffer); NaN for anything else (null: none). */
+export function integer(value: unknown): number {
   if (typeof value === 'number') return value
   const s = text(value)
   return s === undefined ? Number.NaN : Number(s)
+}
+
+/** Redis `TIME` (seconds and microseconds) as epoch ms; NaN when it is not that. */
+export function msOfTime(reply: unknown): number {
+  if (!Array.isArray(reply)) return Number.NaN
+  return integer(reply[0]) * 1000 + Math.floor(integer(reply[1]) / 1000)
+}
+
+/** A `ZRANGE ... WITHSCORES` reply, flat (RESP2) or of `[member, score]` pairs (RESP3), as a Map. */
+export function scores(reply: unknown): Map<string, number> {
+  const out = new Map<string, number>()
+  if (Array.isArray(reply) && reply.some(Array.isArray)) {
+    for (const pair of reply) if (Array.isArray(pair)) out.set(text(pair[0]) ?? String(pair[0]), integer(pair[1]))
+  } else {
+    for (const [member, score] of pairs(reply)) out.set(member, integer(score))
+  }
+  return out
 }
 
 /** Decodes `XINFO STREAM <key>`; throws when the reply lacks what Redis 7 sends. */

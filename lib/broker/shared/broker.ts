@@ -9,15 +9,15 @@ import { Listeners } from './listeners.js'
 import { unavailable } from './timing.js'
 
 /** A promise made at first use and shared; made again at the next use once it failed, or after `reset()`. */
-export class Once {
-  readonly #make: () => Promise<void>
-  #promise: Promise<void> | null = null
+export class Once<T = void> {
+  readonly #make: () => Promise<T>
+  #promise: Promise<T> | null = null
 
-  constructor(make: () => Promise<void>) {
+  constructor(make: () => Promise<T>) {
     this.#make = make
   }
 
-  get(): Promise<void> {
+  get(): Promise<T> {
     if (this.#promise === null) {
       const made = this.#make()
       this.#promise = made
@@ -89,7 +89,10 @@ export abstract class LogBroker {
   }
 
   close(): Promise<void> {
-    if (this.#closing === null) this.#closing = this.shutdown()
+    if (this.#closing === null) {
+      this.listeners.clear()
+      this.#closing = this.shutdown()
+    }
     return this.#closing
   }
 }

@@ -25,8 +25,6 @@ export interface LogQueries {
   readonly replay: number
   /** Whether `lastId` can name an event of this log (well formed; of the table's epoch). */
   owns(lastId: string): boolean
-  /** The id the window knows `lastId` by, when it differs (the empty table's id is `0-0` there). */
-  windowId?(lastId: string): string
   /** Whether `id`, newer than the reader's position, is in the log. */
   exists(id: string): Promise<boolean>
   /** The events after `lastId` up to `bound` (all topics), or null when the id is gone or more than `replay` follow it. */
@@ -91,7 +89,7 @@ export class Replays {
         )
         return exists ? { found: true, events: [] } : this.#notFound()
       }
-      const recent = queries.window.after(queries.windowId?.(lastId) ?? lastId)
+      const recent = queries.window.after(lastId)
       if (recent !== null) return { found: true, events: only(recent, topics) }
     }
     const events = await this.#fetch(lastId, bound)
@@ -127,7 +125,7 @@ export class Replays {
     // Joined a query sent before the reader ran: it went up to the store's head then, not to ours.
     if (fetch.bound === null) return this.#queries.range(lastId, bound)
     // Joined a query sent at an earlier position: add what the reader delivered since, up to ours.
-    const since = this.#queries.window.after(this.#queries.windowId?.(fetch.bound) ?? fetch.bound)
+    const since = this.#queries.window.after(fetch.bound)
     if (since === null) return this.#queries.range(lastId, bound)
     const more = since.filter((e) => compareIds(e.id, bound) <= 0)
     return events.length + more.length > this.#queries.replay ? null : [...events, ...more]

@@ -15,11 +15,18 @@ export class RecentWindow {
   readonly #at = new Map<string, number>()
   /** Absolute position of `#events[0]`. */
   #base = 0
-  /** It holds every entry of the stream since its start (the reader began at `0-0` and nothing left). */
+  /** It holds every entry of the stream since its start (the reader began at `#startId` and nothing left). */
   #whole = false
+  /** The log's id before its first event: `0-0` for a Redis stream, `<epoch>-0` for a table. */
+  #startId = '0-0'
 
   constructor(size: number) {
     this.#size = size
+  }
+
+  /** A window for a `replay` option: the id a resume names and the `replay` events after it. */
+  static forReplay(replay: number): RecentWindow {
+    return new RecentWindow(replay === 0 ? 0 : replay + 1)
   }
 
   /** How many events it keeps. */
@@ -54,12 +61,12 @@ export class RecentWindow {
 
   /**
    * The events after `id` (all topics, in order) when `id` is in the window,
-   * else null: the window cannot tell what followed it. `0-0`, the position
-   * before the stream's first entry, is in the window while it holds the
-   * whole stream and no more entries than any other id can have after it.
+   * else null: the window cannot tell what followed it. The id before the
+   * log's first event (`fromStart`) is in the window while it holds the whole
+   * log and no more entries than any other id can have after it.
    */
   after(id: string): BrokerEvent[] | null {
-    if (id === '0-0') {
+    if (id === this.#startId) {
       return this.#whole && this.#events.length - this.#start < this.#size ? this.#events.slice(this.#start) : null
     }
     const at = this.#at.get(id)
@@ -67,8 +74,12 @@ export class RecentWindow {
     return this.#events.slice(at - this.#base + 1)
   }
 
-  /** The reader starts at the stream's beginning: from now on the window holds all of it, until it is full. */
-  fromStart(): void {
+  /**
+   * The reader starts at the log's beginning, `startId` the id before its first
+   * event: from now on the window holds all of it, until it is full.
+   */
+  fromStart(startId = '0-0'): void {
+    this.#startId = startId
     this.#whole = this.#events.length === this.#start
   }
 
