@@ -5,7 +5,7 @@ import { statements } from '../lib/broker/postgres/schema.js'
 import { postgresBroker } from '../lib/broker/postgres.js'
 import { type BrokerEvent, CONTROL_TOPIC } from '../lib/broker/types.js'
 import { brokerContract } from './helpers/broker-contract.js'
-import { pgProxy, privateDatabase, withDatabase } from './helpers/postgres.js'
+import { pgProxy, privateDatabase, recordingPool, uniqueTable, withDatabase } from './helpers/postgres.js'
 import { until } from './helpers/sse.js'
 
 const db = await privateDatabase(t)
@@ -38,47 +38,28 @@ brokerContract(
 )
 
 t.test('a broker started after 200 events starts at the head and answers resumes from memory', async (t) => {
-  const table = tableOf(`late${Date.now()}`)
+  const table = uniqueTable()
   const publisher = postgresBroker({ pool, table })
   t.teardown(() => publisher.close())
   const ids: string[] = []
   for (let i = 0; i < 200; i++) ids.push(await publisher.publish('a', `data: ${i}\n\n`))
-  // A pool that counts the queries the late broker sends (its LISTEN connection is its own).
-  let queries = 0
-  const counting = new pg.Pool({ connectionString: db.url, max: 2 })
-  counting.on('error', () => {})
-  t.teardown(() => counting.end())
-  const late = postgresBroker({
-    pool: {
-      connect: async () => {
-        const client = await counting.connect()
-        return {
-          query: (text: string, values?: unknown[]) => {
-            queries++
-            return client.query(text, values)
-          },
-          release: (err?: Error | boolean) => client.release(err)
-        }
-      },
-      end: () => Promise.resolve(),
-      options: counting.options
-    },
-    table
-  })
+  // A pool that records the queries the late broker sends (its LISTEN connection is its own).
+  const { pool: counting, texts } = recordingPool(t, db.url)
+  const late = postgresBroker({ pool: counting, table })
   t.teardown(() => late.close())
   await late.listen(() => {})
   t.equal(await late.lastId(), ids[199], 'lastId is the newest id (ids past 9, 99: ordered as numbers)')
-  const before = queries
+  const before = texts.length
   const replays = await Promise.all(Array.from({ length: 50 }, () => late.replay(['a'], ids[99] as string)))
   t.ok(
     replays.every((r) => r.found && r.events.map((e) => e.id).join() === ids.slice(100).join()),
     'each of 50 resumes from the 100th gets the 100 events after it'
   )
-  t.equal(queries - before, 0, 'answered from the window filled at start, without a query')
+  t.equal(texts.length - before, 0, 'answered from the window filled at start, without a query')
 })
 
 t.test('the reads are planned under jit_above_cost on a new table (no JIT compile per read)', async (t) => {
-  const table = tableOf(`jit${Date.now()}`)
+  const table = uniqueTable()
   const broker = postgresBroker({ pool, table })
   t.teardown(() => broker.close())
   await broker.publish('a', 'data: x\n\n')
@@ -98,7 +79,7 @@ t.test('the reads are planned under jit_above_cost on a new table (no JIT compil
 })
 
 t.test('presence statements are planned under jit_above_cost too', async (t) => {
-  const table = tableOf(`pjit${Date.now()}`)
+  const table = uniqueTable()
   const broker = postgresBroker({ pool, table })
   t.teardown(() => broker.close())
   await broker.sharePresence('i1', new Map([['a', { streams: 1, members: ['m'] }]]), 12_000)
@@ -116,7 +97,7 @@ t.test('presence statements are planned under jit_above_cost too', async (t) => 
 })
 
 t.test('a table of an earlier version gains the key column and the presence table at start', async (t) => {
-  const table = tableOf(`old${Date.now()}`)
+  const table = uniqueTable()
   // The layout before keys and presence, with one event in it.
   await pool.query(
     `CREATE TABLE "${table}" (id bigint PRIMARY KEY, topic text NOT NULL, body text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`
@@ -180,7 +161,7 @@ t.test('a table of an earlier version gains the key column and the presence tabl
 })
 
 t.test('keys: refused when empty, not a string or holding NUL; control entries go through', async (t) => {
-  const table = tableOf(`keys${Date.now()}`)
+  const table = uniqueTable()
   const broker = postgresBroker({ pool, table, pollMs: 100 })
   t.teardown(() => broker.close())
   for (const key of ['', 7, null, 'a\0b'] as unknown[]) {
@@ -216,7 +197,7 @@ t.test('keys: refused when empty, not a string or holding NUL; control entries g
 })
 
 t.test('presence through one broker: shares, leaves, lapses, members kept exactly', async (t) => {
-  const table = tableOf(`pres${Date.now()}`)
+  const table = uniqueTable()
   const one = postgresBroker({ pool, table })
   const two = postgresBroker({ connectionString: db.url, table })
   t.teardown(() => Promise.all([one.close(), two.close()]))
@@ -277,7 +258,7 @@ t.test('presence through one broker: shares, leaves, lapses, members kept exactl
 })
 
 t.test('presence: bad input and an unanswering database get coded errors', async (t) => {
-  const table = tableOf(`pbad${Date.now()}`)
+  const table = uniqueTable()
   const proxy = await pgProxy(t, { port: db.port })
   const broker = postgresBroker({
     connectionString: withDatabase(db.url, db.name, proxy.port),

@@ -6,7 +6,7 @@ import { redisBroker } from '../lib/broker/redis.js'
 import type { BrokerEvent, BrokerReplay } from '../lib/broker/types.js'
 import htmlSse from '../lib/index.js'
 import { brokerContract } from './helpers/broker-contract.js'
-import { privateRedis, recordingLogger, uniquePrefix } from './helpers/redis.js'
+import { commandCalls, privateRedis, recordingLogger, uniquePrefix } from './helpers/redis.js'
 import { until } from './helpers/sse.js'
 
 const UNAVAILABLE = 'FST_ERR_HTML_SSE_BROKER_UNAVAILABLE'
@@ -20,11 +20,7 @@ await admin.connect()
 t.teardown(() => admin.destroy())
 
 /** How many times Redis ran `command` so far, and how many of those failed. */
-async function calls(command: string): Promise<{ calls: number; failed: number }> {
-  const info = String(await admin.sendCommand(['INFO', 'commandstats']))
-  const line = new RegExp(`cmdstat_${command}:calls=(\\d+).*failed_calls=(\\d+)`).exec(info)
-  return { calls: Number(line?.[1] ?? 0), failed: Number(line?.[2] ?? 0) }
-}
+const calls = (command: string) => commandCalls(admin, command)
 
 brokerContract(
   t,

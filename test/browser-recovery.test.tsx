@@ -30,7 +30,7 @@ import htmlSse, { type Broker, type HtmlSseOptions, memoryBroker, type SseSink }
 import { forward, launchChromium, listenUntilTeardown, startProxy } from './helpers/browser.js'
 import { itemsOf, itemsPage } from './helpers/items-page.js'
 import { childInstance, privateRedis, uniquePrefix } from './helpers/redis.js'
-import { type Client, connect, until } from './helpers/sse.js'
+import { type Client, connect, deferred, until } from './helpers/sse.js'
 
 // Nine situations, one after the other (see SITUATIONS): about 3 minutes.
 t.setTimeout(600_000)
@@ -403,17 +403,15 @@ async function refusedAtFirstConnect(
   await until(() => a.app.sse.stats().connections === MANY, 10_000, 'the holders to take every slot')
 
   // The first connects wait in the handler until every page has loaded, then all are refused at once.
-  let release!: () => void
-  a.gate = new Promise<void>((resolve) => {
-    release = resolve
-  })
+  const gate = deferred()
+  a.gate = gate.promise
   const tabs = tabsOf(MANY)
   const errors: string[] = []
   const sent: Sent = new Map()
   const pages = await openPages(t, a.base, client, tabs, errors, sent)
   await until(() => a.held === MANY, 20_000, 'every page to make its first connect')
   a.gate = null
-  release()
+  gate.resolve()
   await backAfterRefusal(t, { a, feed, held, tabs, sent, pages, errors }, 20_000, 'every page to be refused')
 }
 
@@ -430,16 +428,14 @@ async function refusedAtReconnect(t: Test, client: ClientKind): Promise<void> {
   await until(() => a.app.sse.stats().topics.items === MANY, 20_000, 'every page to connect')
   await feed.further(3, 'items on the first streams')
 
-  let release!: () => void
-  a.gate = new Promise<void>((resolve) => {
-    release = resolve
-  })
+  const gate = deferred()
+  a.gate = gate.promise
   for (const sink of a.sinks) sink.close()
   await until(() => a.held === MANY, 20_000, 'every page to reconnect (held in the handler)')
   const held = await holders(t, a.base, MANY)
   await until(() => a.app.sse.stats().connections === MANY, 10_000, 'the holders to take every slot')
   a.gate = null
-  release()
+  gate.resolve()
   await backAfterRefusal(t, { a, feed, held, tabs, sent, pages, errors }, 10_000, 'every reconnect to be refused')
 }
 

@@ -96,7 +96,7 @@ export function extractSnippets(markdown: string, file = 'README.md'): Snippet[]
   for (const block of blocks) {
     for (; at < block.open; at++) {
       const line = lines[at] as string
-      if (/^#{1,3} /.test(line) && !blocks.some((b) => b.open < at && at < b.close)) section = line.replace(/^#+ /, '')
+      if (/^#{1,3} /.test(line)) section = line.replace(/^#+ /, '')
     }
     at = block.close + 1
     if (block.lang !== 'ts' && block.lang !== 'tsx') continue

@@ -9,7 +9,7 @@ import t from 'tap'
 import { redisBroker } from '../lib/broker/redis.js'
 import { stateChild, stateInstance } from './helpers/app-state.js'
 import { appStateSuite } from './helpers/app-state-suite.js'
-import { privateRedis, uniquePrefix } from './helpers/redis.js'
+import { commandCalls, privateRedis, uniquePrefix } from './helpers/redis.js'
 import { until } from './helpers/sse.js'
 
 const redis = await privateRedis(t)
@@ -22,12 +22,7 @@ t.teardown(() => admin.destroy())
 
 /** Server-wide calls of each command (the tests of a file run one at a time): every instance counts. */
 async function calls(commands: readonly string[]): Promise<number> {
-  const info = String(await admin.sendCommand(['INFO', 'commandstats']))
-  let sum = 0
-  for (const command of commands) {
-    sum += Number(new RegExp(`cmdstat_${command.toLowerCase()}:calls=(\\d+)`).exec(info)?.[1] ?? 0)
-  }
-  return sum
+  return (await commandCalls(admin, ...commands)).calls
 }
 
 /** Every command presence sends: shares and renewals, the sweep, reads. */

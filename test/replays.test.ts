@@ -10,7 +10,7 @@ import { test } from 'tap'
 import { type LogQueries, Replays } from '../lib/broker/shared/replays.js'
 import { RecentWindow } from '../lib/broker/shared/window.js'
 import { type BrokerEvent, compareIds, withId } from '../lib/broker/types.js'
-import { deferred } from './helpers/sse.js'
+import { deferred, until } from './helpers/sse.js'
 
 const event = (n: number): BrokerEvent => ({ id: `1-${n}`, topic: 't', frame: withId(`1-${n}`, `<p>${n}</p>`) })
 const ids = (events: readonly BrokerEvent[]) => events.map((e) => e.id)
@@ -62,9 +62,9 @@ function log(stored: number, replay = 100) {
   }
 }
 
-/** Waits until the log was asked `n` queries (each ask is one turn or two away). */
-async function asked(l: { asked: string[] }, n: number): Promise<void> {
-  for (let i = 0; i < 50 && l.asked.length < n; i++) await new Promise((r) => setImmediate(r))
+/** Waits until the log was asked `n` queries. */
+function asked(l: { asked: string[] }, n: number): Promise<void> {
+  return until(() => l.asked.length >= n, 5000, `${n} queries asked of the log`)
 }
 
 test('concurrent resumes of one id share one range query, bounded at the reader position', async (t) => {

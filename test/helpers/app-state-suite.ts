@@ -260,10 +260,12 @@ export function appStateSuite(t: Test, backend: AppStateBackend): void {
     const killedAt = performance.now()
     await child.kill()
     await Promise.all(onChild.map((c) => c.ended))
-    await presenceIs([a], 'room', { streams: 1, members: ['ann'] }, "the killed instance's shares to lapse", 30_000)
-    const leftAfter = Math.round(performance.now() - killedAt)
-    t.comment(`${backend.name}: the killed instance left presence ${leftAfter} ms after SIGKILL`)
-    t.ok(leftAfter < 16_000, `only the living instance counts, within the 12 s TTL and a read (${leftAfter} ms)`)
+    // The bound is the 12 s TTL and a read: a wait that passes it fails, naming what it awaited.
+    await presenceIs([a], 'room', { streams: 1, members: ['ann'] }, "the killed instance's shares to lapse", 16_000)
+    t.pass('only the living instance counts, within the 12 s TTL and a read')
+    t.comment(
+      `${backend.name}: the killed instance left presence ${Math.round(performance.now() - killedAt)} ms after SIGKILL`
+    )
     await backend.afterKill?.(t, space, 'room')
     annA.close()
   })

@@ -177,18 +177,12 @@ export async function inTransaction<T>(
   work: (client: pg.PoolClient) => Promise<T>,
   { rollback = false, isolation = 'READ COMMITTED' }: { rollback?: boolean; isolation?: string } = {}
 ): Promise<T> {
-  const begin = `BEGIN ISOLATION LEVEL ${isolation}`
-  if (!rollback) return transaction<pg.PoolClient, T>(pool, begin, work)
-  // What makes the example's helper roll back: a throw, once `work` has its result.
-  const rolledBack = new Error('rolled back on purpose')
-  let result: { value: T } | undefined
-  await transaction<pg.PoolClient, void>(pool, begin, async (client) => {
-    result = { value: await work(client) }
-    throw rolledBack
-  }).catch((err: unknown) => {
-    if (err !== rolledBack) throw err
+  return transaction<pg.PoolClient, T>(pool, `BEGIN ISOLATION LEVEL ${isolation}`, async (client) => {
+    const result = await work(client)
+    // Rolled back here, the example's COMMIT that follows finds no transaction: a notice, not an error.
+    if (rollback) await client.query('ROLLBACK')
+    return result
   })
-  return (result as { value: T }).value
 }
 
 /**

@@ -23,6 +23,25 @@ export function uniquePrefix(): string {
 }
 
 /** A logger that records lines, for asserting what an outage logs. */
+/**
+ * How many times this Redis ran each of `commands` (server-wide, every client)
+ * and how many of those failed, from one `INFO commandstats`: the sums.
+ */
+export async function commandCalls(
+  admin: { sendCommand(args: string[]): Promise<unknown> },
+  ...commands: string[]
+): Promise<{ calls: number; failed: number }> {
+  const info = String(await admin.sendCommand(['INFO', 'commandstats']))
+  let calls = 0
+  let failed = 0
+  for (const command of commands) {
+    const line = new RegExp(`cmdstat_${command.toLowerCase()}:calls=(\\d+).*failed_calls=(\\d+)`).exec(info)
+    calls += Number(line?.[1] ?? 0)
+    failed += Number(line?.[2] ?? 0)
+  }
+  return { calls, failed }
+}
+
 export function recordingLogger() {
   const lines: Array<{ level: 'info' | 'warn' | 'error'; msg: string; obj: object }> = []
   const logger: RedisBrokerLogger = {
